@@ -359,7 +359,9 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         # detach_params: gradients flow to the action only (the actor's loss needs no critic grads)
         d = (lambda t: t.detach()) if detach_params else (lambda t: t)
-        x = torch.cat([obs, act], dim=-1).expand(self.num_q, -1, -1)  # (N, B, obs+act)
+        x = torch.cat([obs, act], dim=-1).unsqueeze(0)  # (1, B, obs+act), broadcast to N critics
+        if self.num_q > 1:
+            x = x.expand(self.num_q, -1, -1)
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(d(b), x, d(w))  # x @ W + b for every critic at once
