@@ -203,6 +203,10 @@ def check_args(args: Args) -> None:
         raise UserError(f"--hidden-sizes must be positive integers, got {args.hidden_sizes}")
     if args.start_steps < 0 or args.torch_threads < 0:
         raise UserError("--start-steps and --torch-threads must be >= 0")
+    if args.torch_threads > (os.cpu_count() or 1):  # thousands of threads crash torch (segfault)
+        raise UserError(f"--torch-threads {args.torch_threads} is more than this machine's {os.cpu_count()} CPUs")
+    if not 0 <= args.seed < 2**32:  # numpy's global seed range
+        raise UserError(f"--seed must be in [0, 2**32), got {args.seed}")
     if args.max_episode_steps is not None and args.max_episode_steps <= 0:
         raise UserError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
     if args.batch_size > args.buffer_size:
@@ -253,8 +257,8 @@ def resolve_env_id(env_id: str) -> None:
         module, env_id = env_id.split(":", 1)
         try:
             importlib.import_module(module)
-        except ImportError as e:
-            raise UserError(f"cannot import module {module!r} for --env-id: {e}") from None
+        except Exception as e:  # missing, empty or relative name, or the module itself fails
+            raise UserError(f"cannot import module {module!r} for --env-id: {type(e).__name__}: {e}") from None
     if env_id not in gym.registry:
         with contextlib.suppress(ImportError):
             import pybullet_envs_gymnasium  # noqa: F401  registers the *BulletEnv-v0 ids
@@ -283,6 +287,14 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env.close()
         raise UserError(f"{env_id} needs a flat Box observation space, got {env.observation_space}")
+    if render_mode is not None:  # fail now with one line, not with a traceback at the first evaluation
+        try:
+            env.reset(seed=0)
+            env.render()
+        except Exception as e:  # e.g. pygame missing for the classic-control envs
+            env.close()
+            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return env
 
 
@@ -404,13 +416,15 @@ class ReplayBuffer:
         self.valid[i] = True
         self.obs[j] = torch.as_tensor(next_obs, device=self.device)
         self.valid[j] = False  # holds s' only, until the next transition starts there
-        self.pos = (j + 1) % self.capacity if episode_end else j
+        self.pos = (j + 1) % self.capacity if episode_end else j  # an episode's last s' keeps slot j
         self.high = max(self.high, j + 1, i + 1)
         self.added += 1
 
     def new_episode(self) -> None:
         """Start the next transition in a fresh slot (the previous episode was cut short)."""
         if self.added:
+            # the skipped slot may hold an older lap's transition whose s' is about to be overwritten
+            self.valid[self.pos] = False
             self.pos = (self.pos + 1) % self.capacity
 
     def sample(self, batch_size: int):
@@ -420,7 +434,7 @@ class ReplayBuffer:
         while bad.any():
             idx[bad] = torch.randint(self.high, (int(bad.sum()),), device=self.device)
             bad = ~self.valid[idx]
-        next_idx = (idx + 1) % self.capacity
+        next_idx = (idx + 1) % self.capacity  # s' is stored once: the next slot's observation
         return self.obs[idx], self.actions[idx], self.rewards[idx], self.terminated[idx], self.obs[next_idx]
 
     def state_dict(self) -> dict:
@@ -453,7 +467,7 @@ class GaussianNoise:
         pass
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.normal(0.0, self.sigma, self.size)
+        return rng.normal(0.0, self.sigma, self.size)  # eps ~ N(0, sigma^2), independent every step
 
     def state_dict(self) -> dict:
         return {}
@@ -476,6 +490,7 @@ class OUNoise:
         self.x = np.full(self.size, self.mu)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
+        # x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1): correlated in time, like inertia
         dx = self.theta * (self.mu - self.x) * self.dt + self.sigma * math.sqrt(self.dt) * rng.standard_normal(self.size)
         self.x = self.x + dx
         return self.x
@@ -511,13 +526,14 @@ class ParamNoise:
                 dst.load_state_dict(src.state_dict())
 
     def reset(self, actor: Actor) -> None:
-        self.perturb(actor, self.perturbed)
+        self.perturb(actor, self.perturbed)  # theta~ = theta + std * N(0, I), fixed for the whole episode
 
     @torch.no_grad()
     def adapt(self, actor: Actor, obs: torch.Tensor) -> float:
         self.perturb(actor, self.probe)
         diff = (self.probe(obs) - actor(obs)) / actor.action_scale
-        self.distance = diff.pow(2).mean().sqrt().item()  # d, in units of range/2
+        self.distance = diff.pow(2).mean().sqrt().item()  # d = sqrt(mean(((mu~(s) - mu(s)) / h)^2))
+        # weight noise means more or less in action space as the actor trains: steer d to the target
         self.std = self.std / self.coef if self.distance > self.target_std else self.std * self.coef
         return self.distance
 
@@ -535,14 +551,13 @@ class ParamNoise:
 
 
 def bellman_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
-    # y = r + gamma * (1 - terminated) * Q'(s', mu'(s')): a time-limit truncation is not
-    # terminated, so it keeps the bootstrap; only a true terminal state has no future value.
+    # y = r + gamma * (1 - terminated) * Q'(s', mu'(s')); a truncated s' still has a future
     return reward + gamma * (1.0 - terminated) * next_q
 
 
 @torch.no_grad()
 def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], tau: float) -> None:
-    # theta' <- tau * theta + (1 - tau) * theta', one fused call over all tensors
+    # theta' <- tau * theta + (1 - tau) * theta': targets trail the online nets, so y moves slowly
     torch._foreach_lerp_(target, online, tau)
 
 
@@ -574,20 +589,20 @@ class Learner(nn.Module):
 
     def critic_loss(self, obs, act, rew, term, next_obs):
         a = self.args
-        with torch.no_grad():
+        with torch.no_grad():  # y is a fixed regression label: no gradient through the targets
             next_act = self.actor_target(next_obs)
             if a.target_noise > 0:
-                # target policy smoothing (TD3): a' = clip(mu'(s') + clip(eps, -c, c), low, high)
+                # TD3 smoothing: a' = clip(mu'(s') + h * clip(eps, -c, c), low, high); no sharp Q peaks
                 eps = (torch.randn_like(next_act) * a.target_noise).clamp(-a.target_noise_clip, a.target_noise_clip)
                 next_act = (next_act + eps * self.actor.action_scale).clamp(self.low, self.high)
             next_q = self.critic_target(next_obs, next_act)  # (N, B)
-            # several critics: y uses min_i Q'_i (TD3's clipped double Q) or mean_i Q'_i
+            # y from min_i Q'_i (TD3's clipped double Q, against overestimation) or mean_i Q'_i
             next_q = next_q.min(0).values if a.q_reduce == "min" else next_q.mean(0)
             y = bellman_target(rew, term, next_q, a.gamma)
         q = self.critic(obs, act)  # (N, B)
         td_error2 = (q - y).pow(2)
         if a.q_data_fraction < 1.0:
-            # each critic sees its own random subset of k samples of the batch
+            # each critic fits its own random k of the batch, to keep the critics' errors apart
             k = round(a.q_data_fraction * obs.shape[0])
             subset = torch.rand(q.shape, device=q.device).argsort(dim=1)[:, :k]
             td_error2 = td_error2.gather(1, subset)
@@ -595,11 +610,10 @@ class Learner(nn.Module):
         return td_error2.mean(1).sum(), q
 
     def actor_loss(self, obs):
-        # deterministic policy gradient: maximise Q(s, mu(s)), i.e. minimise -Q;
-        # the critic's weights are detached, so no gradient is wasted on them
-        q = self.critic(obs, self.actor(obs), detach_params=True)
+        # DPG: grad_theta J = E[grad_theta mu(s) * grad_a Q(s, a) at a = mu(s)], autograd of -Q(s, mu(s))
+        q = self.critic(obs, self.actor(obs), detach_params=True)  # grads reach mu(s), not the critic
         q = q[0] if self.args.q_reduce == "min" else q.mean(0)  # TD3 trains the actor on critic 0
-        return -q.mean()
+        return -q.mean()  # L = -mean_b Q(s, mu(s))
 
     def update(self, batch) -> torch.Tensor:
         """One critic update, and every policy_delay-th time an actor and target update.
@@ -610,7 +624,7 @@ class Learner(nn.Module):
         q_loss.backward()
         self.critic_opt.step()
         self.n_updates += 1
-        if self.n_updates % self.args.policy_delay == 0:  # policy delay (TD3): the actor waits
+        if self.n_updates % self.args.policy_delay == 0:  # policy delay (TD3): let the critic settle first
             actor_loss = self.actor_loss(obs)
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
@@ -680,7 +694,7 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own pickled state
     except Exception as e:
         raise UserError(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "learner" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or "learner" not in ckpt:
         raise UserError(f"{path} is not a ddpg.py checkpoint")
     if ckpt["format_version"] > CHECKPOINT_FORMAT:
         raise UserError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this ddpg.py "
@@ -730,6 +744,7 @@ class Logger:
             try:
                 import wandb
 
+                os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")  # unreachable: give up in 30 s, not wandb's 90+
                 self.wandb = wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=run_name,
                                         config=dataclasses.asdict(args), dir=str(run_dir), id=wandb_id,
                                         resume="allow" if wandb_id else None)
@@ -831,10 +846,13 @@ def eval_only(args: Args, given: set[str]) -> int:
     try:
         learner.load_state_dict(ckpt["learner"])
     except RuntimeError as e:
-        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: {str(e).splitlines()[0]}") from None
+        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
+                            f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
     learner.to(device).eval()
     if args.capture_video:
-        video_dir = ckpt["path"].parent.parent / "videos" / f"eval-only-{int(time.time())}"
+        folder = ckpt["path"].parent  # the run folder when the checkpoint sits in its checkpoints/
+        run_dir = folder.parent if folder.name == "checkpoints" else folder
+        video_dir = run_dir / "videos" / f"eval-only-{int(time.time())}"
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda ep: True, disable_logger=True)
     returns = evaluate(learner.actor, env, args.eval_episodes, args.seed + 100_000, device)
     env.close()
@@ -892,9 +910,13 @@ def train(args: Args, given: set[str]) -> int:
     scale = (high - low) / 2.0
     rng = np.random.default_rng(args.seed)  # all exploration randomness: random actions and noise
 
-    learner = Learner(obs_dim, act_dim, low, high, args).to(device)
-    learner.make_optimizers()
-    buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    try:
+        learner = Learner(obs_dim, act_dim, low, high, args).to(device)
+        learner.make_optimizers()
+        buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    except (RuntimeError, MemoryError) as e:  # --buffer-size or --hidden-sizes too large for memory
+        raise UserError(f"cannot allocate the networks and a buffer of {args.buffer_size} transitions on {device}: "
+                        f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
     if args.noise_type == "gaussian":
         noise = GaussianNoise(act_dim, args.noise_std)
     elif args.noise_type == "ou":
@@ -913,7 +935,8 @@ def train(args: Args, given: set[str]) -> int:
             learner.actor_opt.load_state_dict(ckpt["actor_opt"])
             learner.critic_opt.load_state_dict(ckpt["critic_opt"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {ckpt['path']} does not fit the network: {str(e).splitlines()[0]}") from None
+            raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
+                            f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
         learner.n_updates, learner.n_actor_updates = ckpt["n_updates"], ckpt["n_actor_updates"]
         noise.load_state_dict(ckpt["noise"])
         rng.bit_generator.state = ckpt["exploration_rng"]
@@ -1007,7 +1030,7 @@ def train(args: Args, given: set[str]) -> int:
             learning = global_step > args.start_steps and buffer.added >= refill_until
             t_step = time.time()
 
-            # 1. act: uniform random during warm-up, then mu(s) + noise, clipped to the bounds
+            # 1. act: uniform random in warm-up (broad data for the first critic), then clip(mu(s) + h * eps)
             if global_step <= args.start_steps:
                 action = rng.uniform(low, high)
             else:
@@ -1019,7 +1042,7 @@ def train(args: Args, given: set[str]) -> int:
                         action = learner.actor(obs_t).cpu().numpy().astype(np.float64) + noise.sample(rng) * scale
                 action = np.clip(action, low, high)
 
-            # 2. step the environment and store the transition (terminated, not truncated!)
+            # 2. step and store: only `terminated` zeroes the bootstrap; a time-limit truncation just ends it
             next_obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
             buffer.add(obs, action, reward, terminated, next_obs, terminated or truncated)
             obs = next_obs
