@@ -274,7 +274,8 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
     resolve_env_id(env_id)
     env_id = env_id.split(":", 1)[-1]
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
+        mode = {"render_mode": render_mode} if render_mode else {}  # envs without a render_mode argument work too
+        env = gym.make(env_id, max_episode_steps=max_episode_steps, **mode)
     except Exception as e:  # missing simulator dependencies, bad kwargs ...
         raise UserError(f"cannot create environment {env_id!r}: {type(e).__name__}: {e}") from None
     space = env.action_space
@@ -439,8 +440,10 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict:
         n = self.high
-        return {"obs": self.obs[:n].cpu(), "actions": self.actions[:n].cpu(), "rewards": self.rewards[:n].cpu(),
-                "terminated": self.terminated[:n].cpu(), "valid": self.valid[:n].cpu(),
+        # copy=True: torch.save of a slice would write the whole preallocated storage (all capacity slots)
+        cut = lambda t: t[:n].to("cpu", copy=True)  # noqa: E731
+        return {"obs": cut(self.obs), "actions": cut(self.actions), "rewards": cut(self.rewards),
+                "terminated": cut(self.terminated), "valid": cut(self.valid),
                 "pos": self.pos, "high": self.high, "added": self.added, "capacity": self.capacity}
 
     def load_state_dict(self, state: dict) -> None:
@@ -694,11 +697,15 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own pickled state
     except Exception as e:
         raise UserError(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or "learner" not in ckpt:
+    if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or "learner" not in ckpt
+            or not isinstance(ckpt.get("args"), dict)):
         raise UserError(f"{path} is not a ddpg.py checkpoint")
     if ckpt["format_version"] > CHECKPOINT_FORMAT:
         raise UserError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this ddpg.py "
                         f"(format {CHECKPOINT_FORMAT}); update ddpg.py")
+    unknown = sorted(set(ckpt["args"]) - {f.name for f in dataclasses.fields(Args)})
+    if unknown:  # written by a newer ddpg.py with flags this one lacks
+        raise UserError(f"{path} has settings this ddpg.py does not know ({', '.join(unknown)}); update ddpg.py")
     ckpt["path"] = path
     return ckpt
 

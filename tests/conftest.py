@@ -1,0 +1,187 @@
+"""Shared helpers for the tests: the repo root on sys.path, the CLI in a subprocess, run folders,
+TensorBoard event files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `import ddpg` and `import tests.envs` from the repo root
+    sys.path.insert(0, str(REPO))
+
+# A CLI budget that finishes in a couple of seconds on one core (two evaluations, two saves).
+TINY = ["--total-steps", "400", "--start-steps", "100", "--batch-size", "32", "--eval-every", "200",
+        "--eval-episodes", "1", "--save-every", "200", "--hidden-sizes", "32", "32", "--torch-threads", "1",
+        "--no-cuda"]
+
+
+def cli_command(args: list[str], env: dict | None = None) -> tuple[list[str], dict]:
+    """`python ddpg.py ARGS` and its environment: one thread, W&B offline, tests.envs importable."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline",
+                "WANDB_SILENT": "true", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                "COLUMNS": "200", **(env or {})}
+    return [sys.executable, str(REPO / "ddpg.py"), *map(str, args)], full_env
+
+
+def run_cli(args: list[str], *, cwd: Path = REPO, timeout: float = 300, env: dict | None = None):
+    """Run `python ddpg.py ARGS` in a subprocess. Returns (returncode, stdout, stderr)."""
+    cmd, full_env = cli_command(args, env)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def single_run_dir(runs_dir: Path) -> Path:
+    """The one run folder inside runs_dir (fails if there are none or several)."""
+    runs = [p for p in Path(runs_dir).iterdir() if p.is_dir()]
+    assert len(runs) == 1, f"expected one run folder in {runs_dir}, found {sorted(p.name for p in runs)}"
+    return runs[0]
+
+
+def read_events(run_dir: Path) -> list:
+    """All tensorboardX Event protos of a run folder, read straight from the TFRecord files
+    (uint64 length, masked crc32c, payload, masked crc32c), checksums verified."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import masked_crc32c
+
+    events = []
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            header = data[pos:pos + 8]
+            (length,) = struct.unpack("<Q", header)
+            (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+            assert header_crc == masked_crc32c(header), f"corrupt record header in {path}"
+            payload = data[pos + 12:pos + 12 + length]
+            (payload_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
+            assert payload_crc == masked_crc32c(payload), f"corrupt record in {path}"
+            events.append(Event.FromString(payload))
+            pos += 16 + length
+    return events
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of the scalars, plus the text summaries' tags (values empty)."""
+    tags: dict[str, list[tuple[int, float]]] = {}
+    for ev in read_events(run_dir):
+        for v in ev.summary.value:
+            entry = tags.setdefault(v.tag, [])
+            if v.WhichOneof("value") == "simple_value":
+                entry.append((ev.step, v.simple_value))
+    return tags
+
+
+def assert_one_error_line(rc: int, stderr: str, code: int = 2) -> str:
+    """Bad input: exit code 2, exactly one line on stderr, starting 'error:', no traceback."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert rc == code, f"exit {rc}, stderr:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr:\n{stderr}"
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Long CLI runs in the background (the learning tests)
+# ---------------------------------------------------------------------------------------------
+
+
+class BackgroundRuns:
+    """Long trainings (the learning tests) that start as soon as the tests are collected, two at
+    a time, and run while the quick tests run; their tests then wait for the results. A test
+    declares its run with @pytest.mark.background_run(name, argv) and gets it with
+    background_runs.result(name, argv): (rc, stdout, stderr, runs_dir), each run in its own empty
+    --runs-dir. Deselected tests start nothing."""
+
+    workers = 2
+
+    def __init__(self):
+        self.pool: ThreadPoolExecutor | None = None
+        self.futures: dict[str, Future] = {}
+        self.procs: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+        self.root: Path | None = None
+        self.stopping = False
+
+    def start(self, runs: dict[str, list[str]]) -> None:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="background-run")
+                self.root = Path(tempfile.mkdtemp(prefix="ddpg-background-runs-"))
+            for name, argv in runs.items():
+                if name not in self.futures:
+                    self.futures[name] = self.pool.submit(self._run, name, list(argv))
+
+    def _run(self, name: str, argv: list[str], timeout: float = 1800):
+        runs_dir = self.root / name
+        cmd, env = cli_command([*argv, "--runs-dir", runs_dir])
+        with self.lock:
+            if self.stopping:
+                return -1, "", "cancelled", runs_dir
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.procs.append(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += f"\n(killed after {timeout} s)"
+        return proc.returncode, out, err, runs_dir
+
+    def result(self, name: str, argv: list[str]):
+        self.start({name: argv})  # no-op when it was started at collection
+        return self.futures[name].result()
+
+    def stop(self) -> None:
+        """End of the session (also after -x or Ctrl-C): end the runs still going, remove their folders."""
+        with self.lock:
+            self.stopping = True
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+BACKGROUND = BackgroundRuns()
+
+
+def pytest_collection_modifyitems(items):
+    # the tests that wait for background runs go last: all the others run while those train
+    items.sort(key=lambda item: item.get_closest_marker("background_run") is not None)
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly or hasattr(session.config, "workerinput"):  # xdist: start on demand
+        return
+    runs = {}
+    for item in session.items:
+        for marker in item.iter_markers("background_run"):
+            name, argv = marker.args
+            runs[name] = argv
+    if runs:
+        BACKGROUND.start(runs)
+
+
+def pytest_sessionfinish(session):
+    BACKGROUND.stop()
+
+
+@pytest.fixture(scope="session")
+def background_runs() -> BackgroundRuns:
+    return BACKGROUND
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,377 @@
+"""Behaviour tests: `python ddpg.py ...` in a subprocess on tiny budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import ddpg
+from conftest import TINY, assert_one_error_line, run_cli, scalar_tags, single_run_dir
+from tests import envs
+
+INTERFACE_FLAGS = """
+--env-id --seed --total-steps --start-steps --batch-size --buffer-size --gamma --tau --policy-lr --value-lr
+--hidden-sizes --updates-per-step --target-update-interval --noise-std --eval-every --eval-episodes --save-every
+--exp-name --cuda --no-cuda --torch-deterministic --track --wandb-project --wandb-entity --capture-video
+--max-episode-steps --checkpoint --eval-only --runs-dir
+--noise-type --ou-theta --ou-dt --param-noise-target-std --param-noise-adapt-interval --param-noise-adapt-coef
+--target-noise --target-noise-clip --num-q --q-reduce --q-data-fraction --policy-delay --actor-layer-norm
+--critic-layer-norm --weights-init --bias-init
+""".split()
+
+PENDULUM_TINY = ["--env-id", "Pendulum-v1", *TINY, "--log-every", "100", "--torch-deterministic"]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("pendulum_runs")
+    rc, out, err = run_cli([*PENDULUM_TINY, "--runs-dir", runs])
+    assert rc == 0, err
+    return single_run_dir(runs), out, err
+
+
+@pytest.fixture(scope="module")
+def asym_run(tmp_path_factory):
+    """A run on the env with bounds low=[-1, 0], high=[3, 2], with large exploration noise so
+    that many noisy actions fall outside the bounds before clipping; the buffer is saved."""
+    runs = tmp_path_factory.mktemp("asym_runs")
+    rc, out, err = run_cli(["--env-id", "tests.envs:DDPGTestAsym-v0", *TINY, "--total-steps", "300",
+                            "--eval-every", "300", "--save-every", "300", "--noise-std", "1.5", "--save-buffer",
+                            "--runs-dir", runs])
+    assert rc == 0, err
+    return single_run_dir(runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_flag():
+    rc, out, err = run_cli(["--help"])
+    assert rc == 0, err
+    missing = [f for f in INTERFACE_FLAGS if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", out)]
+    assert not missing, f"--help lacks {missing}"
+    # every Args field is a flag, and every field has a help line
+    for field in dataclasses.fields(ddpg.Args):
+        assert f"--{field.name.replace('_', '-')}" in out, field.name
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on Pendulum-v1
+# ---------------------------------------------------------------------------------------------
+
+
+def test_end_to_end_tensorboard_tags(pendulum_run):
+    run_dir, _, _ = pendulum_run
+    tags = scalar_tags(run_dir)
+    for tag in ["losses/q_loss", "losses/actor_loss", "losses/q_mean", "charts/episodic_return",
+                "charts/episodic_length", "eval/return_mean", "charts/sps"]:
+        assert tags.get(tag), f"no scalar {tag} in the events; tags: {sorted(tags)}"
+        assert all(math.isfinite(v) for _, v in tags[tag]), tag
+    assert any(t.startswith("hyperparameters") for t in tags), sorted(tags)
+    # Pendulum episodes are 200 steps; evaluation at 200 and 400; losses from step 200 on (every 100)
+    assert [s for s, _ in tags["charts/episodic_return"]] == [200, 400]
+    assert [v for _, v in tags["charts/episodic_length"]] == [200, 200]
+    assert [s for s, _ in tags["eval/return_mean"]] == [200, 400]
+    assert [s for s, _ in tags["losses/q_loss"]] == [200, 300, 400]
+    assert all(v > 0 for _, v in tags["charts/sps"])
+    assert all(-3300 <= v <= 0 for _, v in tags["charts/episodic_return"])
+
+
+def test_end_to_end_config_has_all_args(pendulum_run):
+    run_dir, _, _ = pendulum_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert set(config) == {f.name for f in dataclasses.fields(ddpg.Args)}
+    assert config["env_id"] == "Pendulum-v1" and config["total_steps"] == 400 and config["batch_size"] == 32
+    assert list(config["hidden_sizes"]) == [32, 32] and config["gamma"] == 0.99
+
+
+def test_end_to_end_checkpoints_exist_and_load(pendulum_run):
+    run_dir, _, _ = pendulum_run
+    for name in ["latest.pt", "final.pt"]:
+        ckpt = ddpg.load_checkpoint(run_dir / "checkpoints" / name)
+        assert ckpt["global_step"] == 400 and ckpt["env_id"] == "Pendulum-v1"
+        saved = ckpt["args"]
+        args = ddpg.Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
+        learner = ddpg.Learner(ckpt["obs_dim"], ckpt["act_dim"], np.array([-2.0]), np.array([2.0]), args)
+        learner.load_state_dict(ckpt["learner"])  # strict: every tensor fits
+        assert learner.actor(torch.zeros(1, 3)).shape == (1, 1)
+    assert not list((run_dir / "checkpoints").glob(".*tmp*")), "temporary checkpoint files left behind"
+
+
+def test_end_to_end_summary(pendulum_run):
+    run_dir, out, _ = pendulum_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ["env_id", "seed", "total_steps", "final_eval_return_mean", "final_eval_return_std", "wall_time_s",
+                "learning_sps", "eval_returns"]:
+        assert key in summary, key
+    assert summary["status"] == "finished"
+    assert summary["env_id"] == "Pendulum-v1" and summary["seed"] == 1 and summary["total_steps"] == 400
+    assert -3300 <= summary["final_eval_return_mean"] <= 0
+    assert summary["final_eval_return_std"] == 0.0  # one evaluation episode
+    assert 0 < summary["wall_time_s"] < 600 and summary["learning_sps"] > 0
+    assert [step for step, _ in summary["eval_returns"]] == [200, 400]
+    assert summary["eval_returns"][-1][1] == pytest.approx(summary["final_eval_return_mean"])
+    assert f"{summary['final_eval_return_mean']:.2f}" in out
+
+
+def test_eval_only_reproduces_final_evaluation(pendulum_run):
+    """Same checkpoint, same evaluation seeds: the printed mean equals the run's final evaluation."""
+    run_dir, _, _ = pendulum_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", run_dir / "checkpoints" / "final.pt",
+                            "--eval-episodes", "1", "--no-cuda"])
+    assert rc == 0, err
+    m = re.search(r"mean return (-?[\d.]+) \+- ([\d.]+) over 1 episodes", out)
+    assert m, out
+    assert float(m.group(1)) == pytest.approx(summary["final_eval_return_mean"], abs=0.01)
+    assert float(m.group(2)) == 0.0
+
+
+def test_determinism_same_seed_same_weights(pendulum_run, tmp_path):
+    run_a, _, _ = pendulum_run
+    rc, _, err = run_cli([*PENDULUM_TINY, "--runs-dir", tmp_path / "b"])
+    assert rc == 0, err
+    rc, _, err = run_cli([*PENDULUM_TINY, "--seed", "2", "--runs-dir", tmp_path / "c"])
+    assert rc == 0, err
+    a, b, c = (load(d / "checkpoints" / "final.pt")
+               for d in [run_a, single_run_dir(tmp_path / "b"), single_run_dir(tmp_path / "c")])
+    assert a["learner"].keys() == b["learner"].keys()
+    for k in a["learner"]:
+        assert torch.equal(a["learner"][k], b["learner"][k]), f"seed 1 twice: {k} differs"
+    for opt in ["actor_opt", "critic_opt"]:
+        for key, state in a[opt]["state"].items():
+            for name, t in state.items():
+                assert torch.equal(t, b[opt]["state"][key][name]), (opt, key, name)
+    weights = [k for k in a["learner"] if "weight" in k]
+    assert all(not torch.equal(a["learner"][k], c["learner"][k]) for k in weights), "seed 2 gave equal weights"
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop, checked through what it stored
+# ---------------------------------------------------------------------------------------------
+
+
+def test_exploration_actions_are_clipped_to_asymmetric_bounds(asym_run):
+    """The env raises on any action outside [low, high] (the run would have crashed); the stored
+    actions are in bounds, random warm-up actions cover the asymmetric box, and noisy actions that
+    left the box were clipped onto its faces (not rescaled, not wrapped)."""
+    ckpt = load(asym_run / "checkpoints" / "latest.pt")
+    buf = ckpt["buffer"]
+    actions = buf["actions"][buf["valid"]].double().numpy()  # slots in time order: no wrap-around here
+    assert actions.shape == (300, 2)
+    low, high = envs.ASYM_LOW.astype(np.float64), envs.ASYM_HIGH.astype(np.float64)
+    assert (actions >= low).all() and (actions <= high).all()
+    warm, noisy = actions[:100], actions[100:]
+    assert ((warm > low) & (warm < high)).all()  # uniform: never exactly on a face
+    np.testing.assert_allclose(warm.mean(0), (low + high) / 2, atol=0.35)  # centre (1, 1), not (0, 0)
+    assert (warm[:, 0] > 2).any() and (warm[:, 1] < 0.5).any()
+    for d in range(2):  # noise std 1.5 x range/2: about a quarter of the actions leave on each side
+        assert (noisy[:, d] == low[d]).sum() >= 10, d
+        assert (noisy[:, d] == high[d]).sum() >= 10, d
+
+
+def test_buffer_stores_terminated_not_truncated_and_real_next_obs(tmp_path):
+    """Counter env: odd episodes terminate after 7 steps, even ones are truncated at 10. From the
+    saved buffer: every transition's s' is its real successor, terminated is set exactly on the
+    true terminations, never on the time-limit truncations, and final observations are never starts."""
+    rc, _, err = run_cli(["--env-id", "tests.envs:DDPGTestCounter-v0", *TINY, "--total-steps", "120",
+                          "--start-steps", "40", "--eval-every", "120", "--save-every", "120", "--save-buffer",
+                          "--runs-dir", tmp_path])
+    assert rc == 0, err
+    buf = load(single_run_dir(tmp_path) / "checkpoints" / "latest.pt")["buffer"]
+    obs, valid, term, rew = buf["obs"], buf["valid"], buf["terminated"], buf["rewards"]
+    starts = torch.nonzero(valid).flatten()
+    assert len(starts) == 120
+    # 120 steps = 7 x (10 + 7) + 1: 14 finished episodes, each leaves its final observation in a slot
+    assert buf["high"] == 120 + 14 + 1
+    seen = set()
+    for i in starts.tolist():
+        ep, t = obs[i].tolist()
+        ep_next, t_next = obs[i + 1].tolist()
+        assert (ep_next, t_next) == (ep, t + 1), f"slot {i}: s={obs[i].tolist()} s'={obs[i + 1].tolist()}"
+        assert rew[i] == t + 1
+        length = envs.COUNTER_TERMINAL_STEP if ep % 2 == 1 else envs.COUNTER_TIME_LIMIT
+        assert t + 1 <= length
+        assert term[i] == float(ep % 2 == 1 and t + 1 == envs.COUNTER_TERMINAL_STEP), (ep, t)
+        seen.add((ep, t))
+    assert len(seen) == 120
+    truncations = [(ep, 9) for ep in range(0, 14, 2)]
+    assert all(s in seen for s in truncations)  # the truncated last steps are stored, with terminated = 0
+    finals = [i for i in range(buf["high"]) if not valid[i]]
+    assert len(finals) == 15
+    assert [obs[i, 1].item() for i in finals[:-1]] == [10.0, 7.0] * 7  # each episode's last s'
+    assert obs[finals[-1]].tolist() == [14.0, 1.0]  # s' of the episode in progress
+
+
+# ---------------------------------------------------------------------------------------------
+# Eval-only and bad checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["other_env", "corrupt", "truncated", "missing"])
+def test_eval_only_refuses_bad_checkpoints(kind, asym_run, pendulum_run, tmp_path):
+    good = pendulum_run[0] / "checkpoints" / "final.pt"
+    if kind == "other_env":
+        path = asym_run / "checkpoints" / "final.pt"
+    elif kind == "corrupt":
+        path = tmp_path / "corrupt.pt"
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        path = tmp_path / "truncated.pt"
+        data = good.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path = tmp_path / "missing.pt"
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", path, "--no-cuda"])
+    line = assert_one_error_line(rc, err)
+    expected = {"other_env": "DDPGTestAsym-v0", "corrupt": "cannot read checkpoint",
+                "truncated": "cannot read checkpoint", "missing": "not found"}[kind]
+    assert expected in line, line
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit 2, one line, no traceback, no run folder
+# ---------------------------------------------------------------------------------------------
+
+BAD_INPUTS = [
+    (["--env-id", "Pendulm-v1"], "did you mean Pendulum-v1"),
+    (["--env-id", "CartPole-v1"], "Discrete"),
+    (["--env-id", "no_such_module_xyz:Foo-v0"], "cannot import module"),
+    (["--total-steps", "0"], "--total-steps must be positive"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--buffer-size", "-5"], "--buffer-size must be positive"),
+    (["--hidden-sizes", "32", "0"], "--hidden-sizes"),
+    (["--eval-every", "0"], "--eval-every must be positive"),
+    (["--eval-episodes", "0"], "--eval-episodes must be positive"),
+    (["--policy-lr", "0"], "--policy-lr must be positive"),
+    (["--value-lr", "-0.001"], "--value-lr must be positive"),
+    (["--tau", "0"], "--tau"),
+    (["--gamma", "1.0"], "--gamma"),
+    (["--policy-lr", "nan"], "--policy-lr must be a finite number"),
+    (["--batch-size", "64", "--buffer-size", "32", "--start-steps", "64"], "larger than --buffer-size"),
+    (["--start-steps", "10", "--batch-size", "32"], "below --batch-size"),
+    (["--resume", "/nonexistent/run"], "not found"),
+    (["--eval-only"], "--eval-only needs --checkpoint"),
+    (["--num-q", "0"], "--num-q must be positive"),
+    (["--policy-delay", "0"], "--policy-delay must be positive"),
+    (["--noise-std", "-0.1"], "--noise-std must be >= 0"),
+    (["--target-noise", "-0.2"], "--target-noise must be >= 0"),
+    (["--q-data-fraction", "0"], "--q-data-fraction"),
+    (["--q-data-fraction", "1.5"], "--q-data-fraction"),
+    (["--noise-type", "pink"], "pink"),
+    (["--total-steps", "ten"], "--total-steps"),
+    (["--no-such-flag"], "--no-such-flag"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_one_error_line_no_run_folder(argv, message, tmp_path):
+    runs = tmp_path / "runs"
+    base = ["--env-id", "Pendulum-v1", "--total-steps", "200", "--start-steps", "100", "--batch-size", "32"]
+    rc, out, err = run_cli([*base, *argv, "--runs-dir", runs])
+    line = assert_one_error_line(rc, err)
+    assert message in line, line
+    assert not runs.exists() or not any(runs.iterdir()), "a run folder was left behind"
+
+
+def test_capture_video_without_renderer_is_one_error_line(tmp_path):
+    """pygame missing (a module that refuses to import shadows it): one line before any run folder."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "pygame.py").write_text("raise ImportError('pygame is not available here')\n")
+    runs = tmp_path / "runs"
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", *TINY, "--capture-video", "--runs-dir", runs],
+                           env={"PYTHONPATH": str(fake)})
+    line = assert_one_error_line(rc, err)
+    assert "--capture-video" in line and "pygame" in line, line
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging and video
+# ---------------------------------------------------------------------------------------------
+
+
+def test_track_offline_writes_wandb_folder(tmp_path):
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", *TINY, "--track", "--runs-dir", tmp_path],
+                           env={"WANDB_MODE": "offline"})
+    assert rc == 0, err
+    assert "Weights & Biases disabled" not in err, err
+    run_dir = single_run_dir(tmp_path)
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, list((run_dir / "wandb").iterdir()) if (run_dir / "wandb").exists() else "no wandb/"
+    assert list(offline[0].glob("*.wandb")), "no wandb log file"
+
+
+def test_capture_video_writes_mp4(tmp_path):
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", *TINY, "--capture-video", "--runs-dir", tmp_path])
+    assert rc == 0, err
+    videos = list((single_run_dir(tmp_path) / "videos").rglob("*.mp4"))
+    assert videos, "no mp4 under videos/"
+    assert all(v.stat().st_size > 1000 for v in videos)
+    assert len(videos) == 2  # one per evaluation (steps 200 and 400)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every research option end to end on HopperBulletEnv-v0
+# ---------------------------------------------------------------------------------------------
+
+HOPPER_TINY = ["--env-id", "HopperBulletEnv-v0", "--total-steps", "300", "--start-steps", "100", "--batch-size", "32",
+               "--hidden-sizes", "32", "32", "--eval-every", "300", "--eval-episodes", "1", "--max-episode-steps", "50",
+               "--save-every", "300", "--log-every", "100", "--torch-threads", "1", "--no-cuda"]
+
+OPTIONS = {
+    "ou": ["--noise-type", "ou"],
+    "param": ["--noise-type", "param", "--param-noise-adapt-interval", "10"],
+    "target-noise": ["--target-noise", "0.2", "--target-noise-clip", "0.5"],
+    "num-q-3-mean": ["--num-q", "3", "--q-reduce", "mean"],
+    "num-q-1-mean": ["--num-q", "1", "--q-reduce", "mean"],
+    "q-data-fraction": ["--num-q", "2", "--q-data-fraction", "0.5"],
+    "policy-delay": ["--policy-delay", "2"],
+    "layer-norms": ["--actor-layer-norm", "--critic-layer-norm"],
+    "xavier-zeros": ["--weights-init", "xavier", "--bias-init", "zeros"],
+    "uniform-uniform": ["--weights-init", "uniform", "--bias-init", "uniform"],
+    "td3": ["--num-q", "2", "--q-reduce", "min", "--target-noise", "0.2", "--target-noise-clip", "0.5",
+            "--policy-delay", "2"],
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_research_option_runs_on_hopper(name, tmp_path):
+    rc, out, err = run_cli([*HOPPER_TINY, *OPTIONS[name], "--runs-dir", tmp_path])
+    assert rc == 0, err
+    run_dir = single_run_dir(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["total_steps"] == 300
+    assert math.isfinite(summary["final_eval_return_mean"])
+    ckpt = load(run_dir / "checkpoints" / "final.pt")
+    config = ckpt["args"]
+    opts = OPTIONS[name]
+    for flag, value in zip(opts, opts[1:] + ["--"]):  # the options reached the run's config
+        if flag.startswith("--") and not value.startswith("--"):
+            field = flag[2:].replace("-", "_")
+            assert str(config[field]) == value or config[field] == type(config[field])(value), (field, config[field])
+        elif flag.startswith("--"):
+            assert config[flag[2:].replace("-", "_")] is True, flag
+    tags = scalar_tags(run_dir)
+    assert tags.get("losses/q_loss") and all(math.isfinite(v) for _, v in tags["losses/q_loss"])
+    critic = {k: v for k, v in ckpt["learner"].items() if k.startswith("critic.")}
+    assert critic["critic.weights.0"].shape[0] == config["num_q"]
+    if name == "layer-norms":
+        assert "critic.ln_weights.0" in critic and "critic.ln_weights.1" in critic
+        assert "actor.net.1.weight" in ckpt["learner"]  # the LayerNorm after the first Linear
+    if name == "param":
+        assert tags.get("noise/param_std") and tags.get("noise/param_distance")
+        assert ckpt["noise"]["std"] != 0.1  # it adapted

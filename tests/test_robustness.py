@@ -1,0 +1,675 @@
+"""Long runs survive (issue 6).
+
+Ctrl-C and SIGTERM save latest.pt and mark the run interrupted; --resume continues the same run
+folder, bit for bit when the replay buffer was saved; a kill -9 in the middle of a checkpoint write
+never tears latest.pt; a diverging run stops with one line and keeps its last good checkpoint; a
+failing Weights & Biases never stops training; incompatible checkpoints and a table of hostile
+command lines and files each get one 'error:' line and exit code 2, and leave an earlier run alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import random
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ddpg
+from conftest import REPO, TINY, assert_one_error_line, run_cli, scalar_tags, single_run_dir
+from tests import envs
+
+PENDULUM_TINY = ["--env-id", "Pendulum-v1", *TINY]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of conftest.run_cli, for the subprocesses this file starts itself."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "COLUMNS": "200", **(extra or {})}
+
+
+def start_cli(args: list, extra_env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "ddpg.py"), *map(str, args)], cwd=REPO, env=cli_env(extra_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+
+
+@pytest.fixture
+def spawn():
+    """start_cli, and kill at teardown whatever a failing test left running."""
+    procs = []
+
+    def start(args: list, extra_env: dict | None = None) -> subprocess.Popen:
+        procs.append(start_cli(args, extra_env))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def interrupt_after_line(proc: subprocess.Popen, line_prefix: str, signum: int, timeout: float = 300):
+    """Read the run's plain log lines until one starts with line_prefix, then send signum.
+    Returns (returncode, stdout, stderr) once the process has exited."""
+    seen = []
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(line_prefix):
+            proc.send_signal(signum)
+            break
+        assert time.time() < deadline, "no progress line in time"
+    else:
+        out, err = proc.communicate()
+        pytest.fail(f"the run ended before printing {line_prefix!r}: exit {proc.returncode}\n{''.join(seen)}{err}")
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, "".join(seen) + out, err
+
+
+def stderr_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.strip()]
+
+
+def differences(a, b, where: str = "") -> list[str]:
+    """Paths at which two nested checkpoint structures differ (tensors and arrays compared exactly)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a, b))
+        return [] if same else [where]
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return [] if np.array_equal(np.asarray(a), np.asarray(b)) else [where]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where} keys {sorted(map(str, a.keys() ^ b.keys()))}"]
+        return [d for k in a for d in differences(a[k], b[k], f"{where}/{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{where} length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def pendulum_state(env_pickle: bytes) -> dict:
+    env = pickle.loads(env_pickle)
+    return {"state": env.unwrapped.state, "last_u": env.unwrapped.last_u,
+            "rng": env.unwrapped.np_random.bit_generator.state, "t": env.get_wrapper_attr("_elapsed_steps")}
+
+
+HINT = re.compile(r"^interrupted at step (\d+); resume with: python ddpg\.py --resume (\S+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C, then --resume with the buffer: the same weights as the uninterrupted run
+# ---------------------------------------------------------------------------------------------
+
+EXACT = ["--env-id", "Pendulum-v1", "--total-steps", "1600", "--start-steps", "400", "--batch-size", "32",
+         "--hidden-sizes", "32", "32", "--save-every", "400", "--save-buffer", "--eval-every", "800",
+         "--eval-episodes", "1", "--noise-type", "ou", "--log-every", "400", "--torch-threads", "1", "--no-cuda",
+         "--torch-deterministic"]
+
+
+def test_sigint_then_resume_with_buffer_gives_the_uninterrupted_weights(tmp_path, spawn):
+    straight = spawn([*EXACT, "--runs-dir", tmp_path / "a"])  # runs alongside, on its own core
+    interrupted = spawn([*EXACT, "--runs-dir", tmp_path / "b"])
+    rc, out, err = interrupt_after_line(interrupted, "step 800/1600", signal.SIGINT)
+
+    # the interruption: exit 128 + SIGINT, one line that says how to resume
+    assert rc == 130, err
+    assert len(stderr_lines(err)) == 1, err
+    hint = HINT.match(stderr_lines(err)[0])
+    assert hint, err
+    k, run_dir = int(hint.group(1)), Path(hint.group(2))
+    assert run_dir == single_run_dir(tmp_path / "b")
+    assert 800 <= k < 1600
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["total_steps"] == k
+    assert not (run_dir / "checkpoints" / "final.pt").exists()
+    latest = load(run_dir / "checkpoints" / "latest.pt")
+    assert latest["global_step"] == k and latest["buffer"]["added"] == k
+    if k % 200:  # in the middle of an episode the OU state is not zero
+        assert latest["noise"]["x"].any()
+    # TensorBoard was flushed and closed: every episode end (Pendulum: 200 steps) up to k is there
+    tags = scalar_tags(run_dir)
+    assert [s for s, _ in tags["charts/episodic_return"]] == list(range(200, k + 1, 200))
+    assert [s for s, _ in tags["eval/return_mean"]] == [800]
+    assert not list((run_dir / "checkpoints").glob(".*")), "a temporary checkpoint file was left behind"
+
+    # resume with the command the hint gave: same folder, no warning, finished
+    rc, out, err = run_cli(["--resume", run_dir])
+    assert rc == 0, err
+    assert stderr_lines(err) == [], err
+    assert single_run_dir(tmp_path / "b") == run_dir
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # one per session
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["total_steps"] == 1600
+
+    out_a, err_a = straight.communicate(timeout=300)
+    assert straight.returncode == 0, err_a
+    a = load(single_run_dir(tmp_path / "a") / "checkpoints" / "final.pt")
+    b = load(run_dir / "checkpoints" / "final.pt")
+    assert a["global_step"] == b["global_step"] == 1600
+    assert a["n_updates"] == 1600 - 400
+    # networks, targets, optimizers, noise, every RNG, the episode in progress, the eval curve:
+    # identical to the bit (only the clocks and the runs folder differ; a re-pickled env's bytes
+    # differ in pickle's bookkeeping, so the env is compared by its state)
+    for ckpt in (a, b):
+        ckpt["env_pickle"] = pendulum_state(ckpt["env_pickle"])
+        for key in ("wall_time", "learn_time"):
+            del ckpt[key]
+        del ckpt["args"]["runs_dir"]
+    diffs = differences(a, b)
+    assert diffs == [], diffs
+    assert summary["eval_returns"] == json.loads((single_run_dir(tmp_path / "a") / "summary.json").read_text())[
+        "eval_returns"]
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGTERM, then --resume without the buffer: warns, refills, then learns again
+# ---------------------------------------------------------------------------------------------
+
+
+def wandb_records(path: Path) -> list:
+    """The records of a W&B transaction log (.wandb): a 7-byte header, then LevelDB-style chunks
+    (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, records, partial = path.read_bytes(), 7, [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # block trailer: padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        partial = chunk if kind in (1, 2) else partial + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(partial)
+            records.append(record)
+    return records
+
+
+NO_BUFFER = ["--env-id", "Pendulum-v1", "--total-steps", "2000", "--start-steps", "200", "--batch-size", "32",
+             "--hidden-sizes", "32", "32", "--save-every", "200", "--eval-every", "1000", "--eval-episodes", "1",
+             "--log-every", "200", "--torch-threads", "1", "--no-cuda", "--track"]
+
+
+def test_sigterm_then_resume_without_buffer_refills_before_updating(tmp_path, spawn):
+    proc = spawn([*NO_BUFFER, "--runs-dir", tmp_path], {"WANDB_MODE": "offline"})
+    rc, out, err = interrupt_after_line(proc, "step 400/2000", signal.SIGTERM)
+    assert rc == 128 + signal.SIGTERM == 143, err
+    assert len(stderr_lines(err)) == 1, err
+    hint = HINT.match(stderr_lines(err)[0])
+    assert hint, err
+    k, run_dir = int(hint.group(1)), Path(hint.group(2))
+    refill = 200  # max(--start-steps, --batch-size)
+    assert 400 <= k < 2000 - refill, "interrupted too late for the refill to be visible"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["total_steps"] == k
+    latest = load(run_dir / "checkpoints" / "latest.pt")
+    assert latest["global_step"] == k and "buffer" not in latest
+    assert latest["n_updates"] == k - 200
+    # wandb was closed: its log ends with an exit record, after the last history row
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    records = wandb_records(log)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert "exit" in kinds and kinds.index("exit") > max(i for i, x in enumerate(kinds) if x == "history")
+    assert max(r.history.step.num for r in records if r.HasField("history")) == k // 200 * 200
+
+    rc, out, err = run_cli(["--resume", run_dir], env={"WANDB_MODE": "offline"})
+    assert rc == 0, err
+    lines = stderr_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("warning: latest.pt holds no replay buffer"), err
+    assert f"refills for {refill} steps before updates resume" in lines[0]
+    final = load(run_dir / "checkpoints" / "final.pt")
+    # (k - start) updates before the interruption, none for `refill` steps after it, then one per step
+    assert final["n_updates"] == (k - 200) + (2000 - k - refill)
+    assert final["global_step"] == 2000 and final["episode"] == 10  # Pendulum's episode resumed mid-way
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["total_steps"] == 2000
+    assert [s for s, _ in summary["eval_returns"]] == [1000, 2000]
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2  # the resumed session logged too
+
+
+# ---------------------------------------------------------------------------------------------
+# An environment whose state cannot be pickled faithfully (MuJoCo: EzPickle rebuilds it)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resume_ezpickle_env_starts_a_new_episode_and_continues(tmp_path):
+    base = ["--env-id", "Hopper-v5", "--start-steps", "100", "--batch-size", "32", "--hidden-sizes", "32", "32",
+            "--save-every", "100", "--eval-every", "300", "--eval-episodes", "1", "--torch-threads", "1",
+            "--no-cuda", "--runs-dir", tmp_path]
+    rc, out, err = run_cli([*base, "--total-steps", "300"])
+    assert rc == 0, err
+    run_dir = single_run_dir(tmp_path)
+    first = load(run_dir / "checkpoints" / "latest.pt")
+    assert first["env_pickle"] is None  # EzPickle: not saved, it would come back reset
+
+    rc, out, err = run_cli(["--resume", run_dir, "--total-steps", "500"])  # train longer
+    assert rc == 0, err
+    lines = stderr_lines(err)
+    assert len(lines) == 2, err
+    assert lines[0].startswith("warning: latest.pt holds no replay buffer")
+    assert lines[1].startswith("warning: this environment's state cannot be saved; the episode in progress")
+    final = load(run_dir / "checkpoints" / "final.pt")
+    assert final["global_step"] == 500 and final["episode"] > first["episode"]
+    assert final["n_updates"] == (300 - 100) + (500 - 300 - 100)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["total_steps"] == 500
+    assert [s for s, _ in summary["eval_returns"]] == [300, 500]
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 in the middle of a checkpoint write
+# ---------------------------------------------------------------------------------------------
+
+KILL_DRIVER = r"""
+import json, os, random, shutil, signal, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import torch
+import ddpg
+
+path, kills = Path(sys.argv[2]), int(sys.argv[3])
+payload = torch.arange(2_000_000, dtype=torch.float32)  # 8 MB per version
+ddpg.atomic_save({"version": 0, "data": payload}, path)
+rng, report = random.Random(0), []
+for k in range(kills):
+    pid = os.fork()
+    if pid == 0:  # the writer: saves versions 10**6 (k + 1) + 0, 1, 2, ... until killed
+        v = 10**6 * (k + 1)
+        while True:
+            ddpg.atomic_save({"version": v, "data": payload + v}, path)
+            v += 1
+    tmp, seen = path.with_name(f".{path.name}.tmp{pid}"), None
+    if k % 2 == 0:  # kill while the temporary file is being written
+        deadline = time.time() + 20
+        while not (seen := tmp.exists() and tmp.stat().st_size > 0) and time.time() < deadline:
+            time.sleep(0.0002)
+    else:  # kill at a random moment
+        time.sleep(rng.uniform(0.0, 0.4))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    shutil.copy(path, path.with_name(f"after_kill_{k}.pt"))
+    report.append({"tmp_seen": seen, "tmp_left": tmp.exists()})
+    tmp.unlink(missing_ok=True)
+print(json.dumps(report))
+"""
+
+
+def test_kill_9_during_checkpoint_write_leaves_a_loadable_latest(tmp_path):
+    kills = 6
+    proc = subprocess.run([sys.executable, "-c", KILL_DRIVER, str(REPO), str(tmp_path / "latest.pt"), str(kills)],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    full = torch.arange(2_000_000, dtype=torch.float32)
+    for k, info in enumerate(report):
+        ckpt = load(tmp_path / f"after_kill_{k}.pt")  # a torn file would not load
+        v = ckpt["version"]
+        assert v == 0 or 10**6 <= v < 10**6 * (k + 2), v  # a version that was completely written
+        assert torch.equal(ckpt["data"], full + v), f"kill {k}: version {v} has the wrong contents"
+        if k % 2 == 0:
+            # the kill really landed in the middle of a write: its temporary file is still there
+            assert info["tmp_seen"] and info["tmp_left"], info
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence
+# ---------------------------------------------------------------------------------------------
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    rc, out, err = run_cli(["--env-id", "tests.envs:DDPGTestNaNReward-v0", "--total-steps", "2000",
+                            "--start-steps", "100", "--batch-size", "32", "--hidden-sizes", "32", "32",
+                            "--save-every", "100", "--eval-every", "2000", "--eval-episodes", "1",
+                            "--torch-threads", "1", "--no-cuda", "--runs-dir", tmp_path])
+    assert rc == 3, err
+    lines = stderr_lines(err)
+    assert "Traceback" not in err and len(lines) == 1, err
+    m = re.fullmatch(r"error: training diverged at step (\d+): q_loss is nan; last good checkpoint: (\S+)", lines[0])
+    assert m, lines[0]
+    step, kept = int(m.group(1)), Path(m.group(2))
+    run_dir = single_run_dir(tmp_path)
+    assert kept == run_dir / "checkpoints" / "latest.pt"
+    # the first NaN reward is the transition of step NAN_REWARD_AFTER + 1; updates sample it soon after
+    assert envs.NAN_REWARD_AFTER < step < 2000
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["total_steps"] == step
+    assert summary["final_eval_return_mean"] is None
+    assert not (run_dir / "checkpoints" / "final.pt").exists()
+    latest = load(kept)
+    assert latest["global_step"] == (step - 1) // 100 * 100  # the last save before the bad update
+    for name, t in latest["learner"].items():
+        assert torch.isfinite(t).all(), name
+    for opt in ("actor_opt", "critic_opt"):
+        for state in latest[opt]["state"].values():
+            assert all(torch.isfinite(t).all() for t in state.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights & Biases failing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_wandb_unreachable_warns_once_and_training_finishes(tmp_path):
+    # nothing listens on port 9 of the loopback; no proxy may carry the requests anywhere else
+    env = cli_env({"WANDB_MODE": "online", "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+                   "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5",
+                   "WANDB_ERROR_REPORTING": "false"})
+    env = {k: v for k, v in env.items() if "proxy" not in k.lower()}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, str(REPO / "ddpg.py"), *PENDULUM_TINY, "--track", "--runs-dir",
+                           str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stderr
+    lines = stderr_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("warning: Weights & Biases disabled ("), proc.stderr
+    assert lines[0].endswith("logging to TensorBoard only")
+    assert elapsed < 120, "wandb's init timeout was not honoured"
+    run_dir = single_run_dir(tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    assert [s for s, _ in scalar_tags(run_dir)["eval/return_mean"]] == [200, 400]
+
+
+class FakeWandbRun:
+    """A wandb run whose log() raises from its second call on."""
+
+    id = "fake-run"
+
+    def __init__(self):
+        self.logged = []
+
+    def log(self, values, step):
+        if self.logged:
+            raise ConnectionError("server went away\nsecond line of the error")
+        self.logged.append((step, values))
+
+    def finish(self):
+        raise AssertionError("finish() of a dropped run must not be called")
+
+
+@pytest.mark.parametrize("fail_at", ["init", "log"])
+def test_wandb_failure_is_one_warning_and_tensorboard_keeps_logging(fail_at, tmp_path, monkeypatch, capsys):
+    run = FakeWandbRun()
+
+    def init(**kwargs):
+        if fail_at == "init":
+            raise PermissionError("not logged in")
+        return run
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "30")  # Logger sets a default; keep this process's environment
+    logger = ddpg.Logger(tmp_path, dataclasses.replace(ddpg.Args(), track=True), "run", None)
+    for step in range(1, 6):
+        logger.scalars({"charts/x": float(step)}, step)
+    logger.close()
+    err = capsys.readouterr().err
+    expected = ("PermissionError: not logged in" if fail_at == "init" else "ConnectionError: server went away")
+    assert stderr_lines(err) == [f"warning: Weights & Biases disabled ({expected}); logging to TensorBoard only"]
+    assert run.logged == ([] if fail_at == "init" else [(1, {"charts/x": 1.0})])
+    assert scalar_tags(tmp_path)["charts/x"] == [(s, float(s)) for s in range(1, 6)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and careless input: one table, each row in a fork of one warm interpreter
+# ---------------------------------------------------------------------------------------------
+
+# Runs `python ddpg.py ARGV` for every row: the interpreter imports torch & co. once, then forks a
+# child per row that executes ddpg.py as __main__ (as `python ddpg.py` does) with its stdout and
+# stderr in files and, for the disk-full row, RLIMIT_FSIZE set (Python ignores SIGXFSZ, so a write
+# past the limit raises OSError EFBIG). After each row the earlier run folder is hashed.
+FORK_DRIVER = r"""
+import hashlib, json, os, resource, runpy, sys, time, traceback
+from pathlib import Path
+
+spec = json.loads(Path(sys.argv[1]).read_text())
+sys.path.insert(0, spec["repo"])
+import ddpg  # noqa: F401  (warms the imports)
+import torch._inductor.config  # noqa: F401  what torch.use_deterministic_algorithms imports (2 s)
+
+
+def tree_hash(folder):
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        h.update(str(p.relative_to(folder)).encode() + b"\0")
+        if p.is_file():
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+results = {"baseline": tree_hash(spec["guard"])}
+for row in spec["rows"]:
+    out, err = Path(spec["tmp"]) / (row["id"] + ".out"), Path(spec["tmp"]) / (row["id"] + ".err")
+    t0 = time.time()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+            os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+            if row["fsize"]:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (row["fsize"], row["fsize"]))
+            sys.argv = [spec["ddpg"], *row["argv"]]
+            try:
+                runpy.run_path(spec["ddpg"], run_name="__main__")
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if not isinstance(e.code, int) and e.code is not None:
+                    print(e.code, file=sys.stderr)
+            except BaseException:
+                traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline, status = time.time() + spec["timeout"], None
+    while status is None:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(st)
+        elif time.time() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            status = "timeout"
+        else:
+            time.sleep(0.005)
+    results[row["id"]] = {"rc": status, "stdout": out.read_text(errors="replace"),
+                          "stderr": err.read_text(errors="replace"), "guard": tree_hash(spec["guard"]),
+                          "seconds": round(time.time() - t0, 2)}
+Path(spec["result"]).write_text(json.dumps(results))
+"""
+
+BASE = ["--env-id", "Pendulum-v1", "--total-steps", "400", "--start-steps", "100", "--batch-size", "32",
+        "--eval-every", "200", "--eval-episodes", "1", "--save-every", "200", "--hidden-sizes", "32", "32",
+        "--torch-threads", "1", "--no-cuda", "--runs-dir", "{runs}"]
+
+
+@dataclasses.dataclass
+class Row:
+    id: str
+    argv: list[str]  # appended to BASE (later flags win), '{name}' filled from the fixture's paths
+    match: str  # regex the error line must contain
+    base: bool = True
+    fsize: str | None = None  # name of the RLIMIT_FSIZE value computed by the fixture
+
+
+ROWS = [
+    # wrong types
+    Row("seed-not-an-int", ["--seed", "abc"], r"--seed.*'abc'"),
+    Row("gamma-not-a-float", ["--gamma", "x"], r"--gamma.*'x'"),
+    Row("total-steps-float-notation", ["--total-steps", "1e3"], r"--total-steps.*'1e3'"),
+    Row("hidden-sizes-not-ints", ["--hidden-sizes", "64", "big"], r"--hidden-sizes.*'big'"),
+    # zero, negative, out of range
+    Row("total-steps-zero", ["--total-steps", "0"], r"--total-steps must be positive, got 0"),
+    Row("batch-size-negative", ["--batch-size", "-5"], r"--batch-size must be positive, got -5"),
+    Row("buffer-size-zero", ["--buffer-size", "0"], r"--buffer-size must be positive, got 0"),
+    Row("hidden-size-zero", ["--hidden-sizes", "0", "32"], r"--hidden-sizes must be positive integers"),
+    Row("hidden-sizes-none", ["--hidden-sizes"], r"--hidden-sizes"),
+    Row("eval-episodes-zero", ["--eval-episodes", "0"], r"--eval-episodes must be positive"),
+    Row("max-episode-steps-zero", ["--max-episode-steps", "0"], r"--max-episode-steps must be positive"),
+    Row("value-lr-negative", ["--value-lr", "-1e-3"], r"--value-lr must be positive"),
+    Row("noise-std-negative", ["--noise-std", "-0.1"], r"--noise-std must be >= 0"),
+    Row("gamma-above-one", ["--gamma", "1.5"], r"gamma=1\.5"),
+    Row("seed-negative", ["--seed", "-1"], r"--seed must be in \[0, 2\*\*32\), got -1"),
+    Row("seed-huge", ["--seed", str(2**40)], r"--seed must be in"),
+    Row("torch-threads-absurd", ["--torch-threads", "100000"], r"--torch-threads 100000 is more than"),
+    Row("batch-above-buffer", ["--batch-size", "64", "--buffer-size", "32"], r"larger than --buffer-size"),
+    Row("start-steps-below-batch", ["--start-steps", "10"], r"--start-steps \(10\) is below --batch-size"),
+    Row("buffer-beyond-address-space", ["--buffer-size", str(10**15)], r"cannot allocate .* 10{15} transitions"),
+    Row("hidden-beyond-address-space", ["--hidden-sizes", str(10**14)], r"cannot allocate the networks"),
+    # NaN and infinity
+    Row("policy-lr-nan", ["--policy-lr", "nan"], r"--policy-lr must be a finite number, got nan"),
+    Row("tau-inf", ["--tau", "inf"], r"--tau must be a finite number, got inf"),
+    Row("gamma-minus-inf", ["--gamma", "-inf"], r"--gamma must be a finite number"),
+    # unknown choices and flags
+    Row("noise-type-unknown", ["--noise-type", "foo"], r"invalid choice 'foo' for argument '--noise-type'"),
+    Row("q-reduce-unknown", ["--q-reduce", "max"], r"invalid choice 'max' for argument '--q-reduce'"),
+    Row("weights-init-unknown", ["--weights-init", "he"], r"invalid choice 'he' for argument '--weights-init'"),
+    Row("unknown-flag", ["--learning-rate", "3e-4"], r"--learning-rate"),
+    Row("exp-name-path", ["--exp-name", "../evil"], r"--exp-name must be"),
+    Row("eval-only-without-checkpoint", ["--eval-only"], r"--eval-only needs --checkpoint"),
+    # environments
+    Row("env-id-empty", ["--env-id", ""], r"--env-id is empty"),
+    Row("env-id-blank", ["--env-id", "   "], r"--env-id is empty"),
+    Row("env-id-typo", ["--env-id", "Pendulum-v9"], r"unknown environment id 'Pendulum-v9'; did you mean Pendulum-v1"),
+    Row("env-id-discrete", ["--env-id", "CartPole-v1"], r"CartPole-v1 has a Discrete action space"),
+    Row("env-id-missing-module", ["--env-id", "no_such_module_xyz:Foo-v0"],
+        r"cannot import module 'no_such_module_xyz' for --env-id: ModuleNotFoundError"),
+    Row("env-id-empty-module", ["--env-id", ":Foo-v0"], r"cannot import module ''"),
+    Row("env-id-relative-module", ["--env-id", ".envs:Foo-v0"], r"cannot import module '\.envs'"),
+    # the file system
+    Row("runs-dir-under-a-file", ["--runs-dir", "{a_file}/runs"], r"cannot create run folder .*Not a directory"),
+    Row("disk-full-at-checkpoint", ["--exp-name", "diskfull", "--total-steps", "800", "--save-buffer"],
+        r"cannot write checkpoint .*/latest\.pt: File too large; the previous checkpoint is kept", fsize="fsize"),
+    # checkpoint files
+    Row("checkpoint-truncated", ["--eval-only", "--checkpoint", "{truncated}"],
+        r"cannot read checkpoint .*truncated\.pt: corrupt or not a checkpoint"),
+    Row("checkpoint-empty-file", ["--eval-only", "--checkpoint", "{empty}"], r"cannot read checkpoint .*empty\.pt"),
+    Row("checkpoint-random-bytes", ["--resume", "{junk_run}"], r"cannot read checkpoint .*latest\.pt: corrupt"),
+    Row("checkpoint-not-ours", ["--eval-only", "--checkpoint", "{a_list}"], r"a_list\.pt is not a ddpg\.py checkpoint"),
+    Row("checkpoint-format-as-text", ["--eval-only", "--checkpoint", "{text_format}"], r"is not a ddpg\.py checkpoint"),
+    Row("checkpoint-dir-without-checkpoint", ["--eval-only", "--checkpoint", "{empty_dir}"],
+        r"checkpoint not found: .*empty_dir/latest\.pt"),
+    Row("resume-missing-dir", ["--resume", "{runs}/no-such-run"], r"checkpoint not found: .*no-such-run"),
+    Row("resume-loose-file", ["--resume", "{loose}"], r"--resume needs a run folder or a checkpoint inside"),
+    Row("resume-finished-run", ["--resume", "{earlier}"], r"run already at step 400 of 400; pass --total-steps"),
+    # checkpoints that do not fit
+    Row("checkpoint-other-env", ["--env-id", "MountainCarContinuous-v0", "--eval-only", "--checkpoint", "{earlier}"],
+        r"was trained on Pendulum-v1, not on MountainCarContinuous-v0"),
+    Row("resume-other-env", ["--resume", "{earlier}", "--env-id", "MountainCarContinuous-v0"],
+        r"has env-id=Pendulum-v1, but --env-id is MountainCarContinuous-v0"),
+    Row("resume-other-hidden-sizes", ["--resume", "{earlier}", "--hidden-sizes", "16", "16"],
+        r"has hidden-sizes=\(32, 32\), but --hidden-sizes is \(16, 16\)"),
+    Row("resume-other-num-q", ["--resume", "{earlier}", "--num-q", "2"], r"has num-q=1, but --num-q is 2"),
+    Row("checkpoint-newer-format", ["--eval-only", "--checkpoint", "{v99}"],
+        r"v99\.pt has checkpoint format 99, newer than this ddpg\.py \(format 1\); update ddpg\.py"),
+    Row("checkpoint-unknown-setting", ["--eval-only", "--checkpoint", "{new_flag}"],
+        r"has settings this ddpg\.py does not know \(shiny_new_flag\)"),
+    Row("checkpoint-weights-do-not-fit", ["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", "{reshaped}"],
+        r"does not fit the network: size mismatch for [\w.]+: copying a param with shape", base=False),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """An earlier finished run (with its buffer) in the runs folder every row uses, the bad files
+    derived from its checkpoint, then every row of ROWS in one driver process."""
+    root = tmp_path_factory.mktemp("hostile")
+    runs = root / "runs"
+    rc, out, err = run_cli([*PENDULUM_TINY, "--save-buffer", "--runs-dir", runs])
+    assert rc == 0, err
+    earlier = single_run_dir(runs)
+    latest_path = earlier / "checkpoints" / "latest.pt"
+    latest = load(latest_path)
+    data = latest_path.read_bytes()
+    paths = {"runs": runs, "earlier": earlier}
+    for name, content in [("a_file", b"a regular file\n"), ("truncated.pt", data[: len(data) // 2]),
+                          ("empty.pt", b""), ("loose.pt", data)]:
+        (root / name).write_bytes(content)
+        paths[name.split(".")[0]] = root / name
+    paths["junk_run"] = root / "junk_run"
+    (paths["junk_run"] / "checkpoints").mkdir(parents=True)
+    (paths["junk_run"] / "checkpoints" / "latest.pt").write_bytes(random.Random(0).randbytes(50_000))
+    paths["empty_dir"] = root / "empty_dir"
+    paths["empty_dir"].mkdir()
+    edited = {"a_list": [1, 2, 3], "text_format": {**latest, "format_version": "1"},
+              "v99": {**latest, "format_version": 99},
+              "new_flag": {**latest, "args": {**latest["args"], "shiny_new_flag": True}},
+              "reshaped": {**latest, "args": {**latest["args"], "hidden_sizes": [16, 16]}}}
+    for name, obj in edited.items():
+        torch.save(obj, root / f"{name}.pt")
+        paths[name] = root / f"{name}.pt"
+    # disk full: latest.pt at step 200 fits under the limit, the bigger one at step 400 does not
+    # (the buffer grows by 200 transitions, about 5 KB; the earlier run's latest.pt is a step-400 one)
+    limits = {"fsize": latest_path.stat().st_size - 2000}
+
+    rows = [{"id": r.id, "argv": [a.format(**paths) for a in (BASE if r.base else []) + r.argv],
+             "fsize": limits[r.fsize] if r.fsize else None} for r in ROWS]
+    spec = {"repo": str(REPO), "ddpg": str(REPO / "ddpg.py"), "tmp": str(root), "guard": str(earlier),
+            "timeout": 120, "rows": rows, "result": str(root / "results.json")}
+    (root / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-c", FORK_DRIVER, str(root / "spec.json")], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((root / "results.json").read_text())
+    return types.SimpleNamespace(results=results, paths=paths, runs=runs, earlier=earlier, latest=latest,
+                                 limits=limits)
+
+
+def test_hostile_table_is_large():
+    assert len(ROWS) >= 25 and len({r.id for r in ROWS}) == len(ROWS)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_hostile_input_is_one_error_line_and_touches_no_earlier_run(row, hostile):
+    res = hostile.results[row.id]
+    line = assert_one_error_line(res["rc"], res["stderr"])
+    assert re.search(row.match, line), line
+    assert res["guard"] == hostile.results["baseline"], "the earlier run folder was changed"
+
+
+def test_disk_full_keeps_the_previous_checkpoint(hostile):
+    (run_dir,) = hostile.runs.glob("Pendulum-v1__diskfull__*")
+    ckpt_dir = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["latest.pt"], "a temporary file was left behind"
+    kept = load(ckpt_dir / "latest.pt")
+    assert kept["global_step"] == 200 and kept["buffer"]["added"] == 200
+    assert (ckpt_dir / "latest.pt").stat().st_size < hostile.limits["fsize"]
+    # config and events were written under the same limit: only the checkpoint failed
+    assert json.loads((run_dir / "config.json").read_text())["exp_name"] == "diskfull"
+    assert [s for s, _ in scalar_tags(run_dir)["eval/return_mean"]] == [200, 400]
+
+
+def test_saved_buffer_costs_its_transitions_not_its_capacity(hostile):
+    """latest.pt with the buffer minus final.pt without it: (4 obs_dim + 4 act_dim + 9) bytes per
+    written slot (float32 obs once, action, reward, terminated; bool valid) plus pickle overhead,
+    even though the buffer's capacity is 1M slots."""
+    ckpt_dir = hostile.earlier / "checkpoints"
+    slots = hostile.latest["buffer"]["high"]
+    assert slots == 402  # 400 transitions, 2 episodes, each ending with its own last-observation slot
+    per_slot = 4 * 3 + 4 * 1 + 4 + 4 + 1  # Pendulum: obs 3, action 1
+    extra = (ckpt_dir / "latest.pt").stat().st_size - (ckpt_dir / "final.pt").stat().st_size
+    assert slots * per_slot <= extra <= slots * per_slot + 4096, extra
