@@ -901,6 +901,11 @@ def train(args: Args, given: set[str]) -> int:
         saved = dict(ckpt["args"], hidden_sizes=tuple(ckpt["args"]["hidden_sizes"]))
         if "total_steps" in given:  # the one setting a resume may change: train longer
             saved["total_steps"] = args.total_steps
+        ignored = sorted(f"--{n.replace('_', '-')}" for n in given - {"resume", "total_steps"}
+                         if n in saved and getattr(args, n) != saved[n] and n not in ARCHITECTURE_FLAGS)
+        if ignored:
+            print(f"warning: a resume keeps the run's settings; ignoring {' '.join(ignored)} "
+                  "(start a new run to change them)", file=sys.stderr)
         args = Args(**saved)
         if ckpt["global_step"] >= args.total_steps:
             raise UserError(f"run already at step {ckpt['global_step']} of {args.total_steps}; "
@@ -1139,8 +1144,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once; files on disk are whole (atomic writes)
+        print("interrupted again: stopped at once; the last checkpoint written is intact", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
-    sys.exit(main())
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C must not break the exit
+    sys.exit(code)

@@ -266,13 +266,17 @@ def test_resume_ezpickle_env_starts_a_new_episode_and_continues(tmp_path):
     first = load(run_dir / "checkpoints" / "latest.pt")
     assert first["env_pickle"] is None  # EzPickle: not saved, it would come back reset
 
-    rc, out, err = run_cli(["--resume", run_dir, "--total-steps", "500"])  # train longer
+    # train longer; the other settings stay the run's, an explicit different one is named as ignored
+    rc, out, err = run_cli(["--resume", run_dir, "--total-steps", "500", "--policy-lr", "5e-4", "--seed", "1"])
     assert rc == 0, err
     lines = stderr_lines(err)
-    assert len(lines) == 2, err
-    assert lines[0].startswith("warning: latest.pt holds no replay buffer")
-    assert lines[1].startswith("warning: this environment's state cannot be saved; the episode in progress")
+    assert len(lines) == 3, err
+    assert lines[0] == ("warning: a resume keeps the run's settings; ignoring --policy-lr "
+                        "(start a new run to change them)")
+    assert lines[1].startswith("warning: latest.pt holds no replay buffer")
+    assert lines[2].startswith("warning: this environment's state cannot be saved; the episode in progress")
     final = load(run_dir / "checkpoints" / "final.pt")
+    assert final["args"]["policy_lr"] == 1e-3 and final["args"]["total_steps"] == 500
     assert final["global_step"] == 500 and final["episode"] > first["episode"]
     assert final["n_updates"] == (300 - 100) + (500 - 300 - 100)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -316,6 +320,30 @@ for k in range(kills):
     tmp.unlink(missing_ok=True)
 print(json.dumps(report))
 """
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.05])
+def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path, spawn, gap_s):
+    """Two Ctrl-C in a row (the second may land in the checkpoint write or in the clean-up):
+    exit 130, one line, no traceback, and whatever latest.pt is on disk loads."""
+    proc = spawn([*EXACT, "--runs-dir", tmp_path])
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("step 800/1600"):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(gap_s)
+            proc.send_signal(signal.SIGINT)
+            break
+    else:
+        pytest.fail(f"the run ended early: {''.join(seen)}{proc.communicate()[1]}")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert len(stderr_lines(err)) == 1 and stderr_lines(err)[0].startswith("interrupted"), err
+    latest = single_run_dir(tmp_path) / "checkpoints" / "latest.pt"
+    assert latest.exists()  # written at step 400 at the latest
+    assert 400 <= load(latest)["global_step"] <= 1600
 
 
 def test_kill_9_during_checkpoint_write_leaves_a_loadable_latest(tmp_path):
