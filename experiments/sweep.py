@@ -78,6 +78,8 @@ class Sweep:
     seeds: list[int]
     grid: dict[str, list]  # kebab-case option -> values
     fixed: dict[str, object]  # kebab-case option -> value, shared by every trial
+    # named option sets, each crossed with the grid: for arms that differ in several options at once
+    variants: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
     extra: list[str] = dataclasses.field(default_factory=list)  # more ddpg.py arguments of every trial
     workers: int | None = None
     runs_dir: str | None = None
@@ -141,9 +143,10 @@ def value_text(value) -> str:
     return str(value)
 
 
-def exp_name(sweep_name: str, point: tuple[tuple[str, object], ...]) -> str:
-    """Deterministic, readable exp-name: sweep name, then key-value of each grid option."""
-    name = "_".join([sanitize(sweep_name)] + [f"{sanitize(k)}-{sanitize(value_text(v))}" for k, v in point])
+def exp_name(sweep_name: str, point: tuple[tuple[str, object], ...], variant: str | None = None) -> str:
+    """Deterministic, readable exp-name: sweep name, variant name, then key-value of each grid option."""
+    name = "_".join([sanitize(sweep_name)] + ([sanitize(variant)] if variant else [])
+                    + [f"{sanitize(k)}-{sanitize(value_text(v))}" for k, v in point])
     if len(name) > MAX_NAME:
         name = f"{name[:MAX_NAME - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return name
@@ -164,12 +167,15 @@ def expand(sweep: Sweep) -> list[Trial]:
     covers the whole grid. Raises SweepError if two grid points would share an exp-name."""
     keys = list(sweep.grid)
     points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(sweep.grid[k] for k in keys))]
+    variants = list(sweep.variants.items()) or [(None, {})]
     names = {}
-    for point in points:
-        name = exp_name(sweep.name, point)
-        if name in names:
-            raise SweepError(f"grid points {dict(names[name])} and {dict(point)} both give exp-name {name!r}")
-        names[name] = point
+    for variant, options in variants:
+        for point in points:
+            name = exp_name(sweep.name, point, variant)
+            full = tuple(options.items()) + point
+            if name in names:
+                raise SweepError(f"grid points {dict(names[name])} and {dict(full)} both give exp-name {name!r}")
+            names[name] = full
     return [Trial(env, seed, point, name) for seed in sweep.seeds for env in sweep.env_ids
             for name, point in names.items()]
 
@@ -235,10 +241,17 @@ def load_config(path: Path) -> Sweep:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise SweepError(f"cannot read {path}: {e}") from None
-    unknown = (set(data) - {"sweep", "fixed", "grid"}) | (set(data.get("sweep", {})) - SWEEP_KEYS)
+    unknown = (set(data) - {"sweep", "fixed", "grid", "variants"}) | (set(data.get("sweep", {})) - SWEEP_KEYS)
     if unknown:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}; expected [sweep] {sorted(SWEEP_KEYS)}, "
-                         "[fixed] and [grid]")
+                         "[fixed], [grid] and [variants.NAME]")
+    variants = {}
+    for name, options in data.get("variants", {}).items():
+        if not isinstance(options, dict):
+            raise SweepError(f"{path}: variants.{name} must be a table of ddpg.py options ([variants.{name}])")
+        variants[name] = {kebab(k): v for k, v in options.items()}
+    if len({sanitize(name) for name in variants}) != len(variants):
+        raise SweepError(f"{path}: variant names {sorted(variants)} clash once made safe for an exp-name")
     head = data.get("sweep", {})
     grid = {kebab(k): v for k, v in data.get("grid", {}).items()}
     for key, values in grid.items():
@@ -246,7 +259,8 @@ def load_config(path: Path) -> Sweep:
             raise SweepError(f"{path}: [grid] {key} must be a non-empty list of values")
     fixed = {kebab(k): v for k, v in data.get("fixed", {}).items()}
     return Sweep(name=head.get("name", path.stem), env_ids=list(head.get("env_ids", [])),
-                 seeds=list(head.get("seeds", [1])), grid=grid, fixed=fixed, workers=head.get("workers"),
+                 seeds=list(head.get("seeds", [1])), grid=grid, fixed=fixed, variants=variants,
+                 workers=head.get("workers"),
                  runs_dir=head.get("runs_dir"), threads=head.get("threads", 1))
 
 
@@ -267,12 +281,16 @@ def check_sweep(sweep: Sweep) -> None:
     if (sweep.workers is not None and sweep.workers < 1) or sweep.threads < 1:
         raise SweepError("--workers and --threads must be at least 1")
     fixed = set(sweep.fixed) | option_keys(sweep.extra)
-    for key in sorted((fixed | set(sweep.grid)) & set(RESERVED)):
+    in_variants = {key for options in sweep.variants.values() for key in options}
+    for key in sorted((fixed | set(sweep.grid) | in_variants) & set(RESERVED)):
         instead = RESERVED[key]
         raise SweepError(f"--{key} is set by the sweep" + (f"; use the sweep's {instead}" if instead else ""))
     both = fixed & set(sweep.grid)
     if both:
         raise SweepError(f"options both fixed and in the grid: {sorted(both)}")
+    both = in_variants & (fixed | set(sweep.grid))
+    if both:
+        raise SweepError(f"options both in a variant and fixed or in the grid: {sorted(both)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,6 +338,10 @@ config file (TOML):
   [grid]                          # lists of values; every combination runs
   noise-type = ["gaussian", "ou", "param"]
   target-noise = [0.0, 0.2]
+  [variants.ddpg]                 # optional named arms that set several options at once;
+  [variants.td3]                  # each is crossed with the grid (an empty one = the defaults)
+  num-q = 2
+  policy-delay = 2
 The command line wins: its flags replace the file's [sweep] values, and a ddpg.py option given
 with --grid or after -- replaces the file's [fixed] value or [grid] list of that option.
 The exp-name (sweep name + grid point) identifies a trial: give the sweep a new name when you

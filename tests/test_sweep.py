@@ -3,6 +3,7 @@ the local backend and with Ray (skipped when ray is not installed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -103,6 +104,54 @@ def test_trial_args_render_booleans_lists_and_fixed_options():
     assert command[-2:] == ["--runs-dir", "runs/x"]
     assert sweep.ddpg_command(Path("ddpg.py"), args, Path("runs/x"), Path("runs/x/run"))[2:] == [
         "--resume", "runs/x/run"]
+
+
+def test_variants_are_named_arms_crossed_with_the_grid(tmp_path):
+    config = tmp_path / "arms.toml"
+    config.write_text("""
+[sweep]
+name = "arms"
+env_ids = ["Pendulum-v1"]
+seeds = [1, 2]
+[fixed]
+total-steps = 400
+[grid]
+gamma = [0.9, 0.99]
+[variants.ddpg]
+[variants.td3]
+num-q = 2
+q-reduce = "min"
+policy-delay = 2
+[variants."3 critics"]
+num_q = 3
+q-reduce = "mean"
+""")
+    s = sweep.load_config(config)
+    sweep.check_sweep(s)
+    trials = sweep.expand(s)
+    assert len(trials) == 2 * 3 * 2
+    assert {t.exp_name for t in trials if t.seed == 1} == {
+        "arms_ddpg_gamma-0.9", "arms_ddpg_gamma-0.99", "arms_td3_gamma-0.9", "arms_td3_gamma-0.99",
+        "arms_3-critics_gamma-0.9", "arms_3-critics_gamma-0.99"}
+    td3 = next(t for t in trials if t.exp_name == "arms_td3_gamma-0.99" and t.seed == 2)
+    assert dict(td3.point) == {"num-q": 2, "q-reduce": "min", "policy-delay": 2, "gamma": 0.99}
+    args = sweep.trial_args(s, td3, cuda=False)
+    assert args[-8:] == ["--num-q", "2", "--q-reduce", "min", "--policy-delay", "2", "--gamma", "0.99"]
+    ddpg = next(t for t in trials if t.exp_name == "arms_ddpg_gamma-0.9")
+    assert dict(ddpg.point) == {"gamma": 0.9}
+    # a variant may not set what the grid, the fixed options or the sweep itself set
+    for clash, message in [({"gamma": 0.5}, "both in a variant and fixed or in the grid"),
+                           ({"total-steps": 5}, "both in a variant and fixed or in the grid"),
+                           ({"seed": 5}, "--seed is set by the sweep")]:
+        with pytest.raises(sweep.SweepError, match=message):
+            sweep.check_sweep(dataclasses.replace(s, variants={"x": clash}))
+
+
+def test_shipped_configs_all_load_and_expand():
+    for path in sorted(sweep.CONFIGS.glob("*.toml")):
+        s = sweep.load_config(path)
+        sweep.check_sweep(s)
+        assert sweep.expand(s), path
 
 
 def test_grid_option_parsing():
