@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import ddpg
-from conftest import TINY, assert_one_error_line, run_cli, scalar_tags, single_run_dir
+from conftest import TINY, assert_one_error_line, cli_command, run_cli, scalar_tags, single_run_dir
 from tests import envs
 
 INTERFACE_FLAGS = """
@@ -375,3 +376,35 @@ def test_research_option_runs_on_hopper(name, tmp_path):
     if name == "param":
         assert tags.get("noise/param_std") and tags.get("noise/param_distance")
         assert ckpt["noise"]["std"] != 0.1  # it adapted
+
+
+def test_terminal_gets_a_live_progress_bar(tmp_path):
+    """On a terminal (a pseudo-terminal here) the run draws a tqdm bar with the step, steps/s,
+    the ETA, the last return and the last evaluation instead of plain log lines."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    cmd, env = cli_command(["--env-id", "Pendulum-v1", *TINY, "--runs-dir", tmp_path])
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a 120-column terminal, then ddpg.py
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        os.execve(cmd[0], cmd, env)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    frames = [f for f in re.split(r"[\r\n]+", text) if "step/s" in f]
+    assert frames, text
+    last = frames[-1]
+    assert re.search(r"100%\|.*\| 400/400 \[\d\d:\d\d<00:00, +[\d.]+step/s, eval=-?\d+\.\d, ret=-?\d+\.\d\]", last), last
+    assert "step 400/400 |" not in text  # no plain log lines on a terminal
