@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ddpg
-from conftest import TINY, assert_one_error_line, cli_command, run_cli, scalar_tags, single_run_dir
+from conftest import REPO, TINY, assert_one_error_line, cli_command, run_cli, scalar_tags, single_run_dir
 from tests import envs
 
 INTERFACE_FLAGS = """
@@ -408,3 +408,23 @@ def test_terminal_gets_a_live_progress_bar(tmp_path):
     last = frames[-1]
     assert re.search(r"100%\|.*\| 400/400 \[\d\d:\d\d<00:00, +[\d.]+step/s, eval=-?\d+\.\d, ret=-?\d+\.\d\]", last), last
     assert "step 400/400 |" not in text  # no plain log lines on a terminal
+
+
+def test_readme_flag_tables_match_the_help():
+    """Every ddpg.py flag has a row in the README's flag tables, with --help's default, and
+    the tables name no flag that does not exist."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Every flag", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(--[a-z0-9-]+)[^`]*` \| `([^`]*)` \|", section, re.MULTILINE))
+    fields = {f.name: f for f in dataclasses.fields(ddpg.Args)}
+    flags = {"--" + name.replace("_", "-") for name in fields}
+    assert set(rows) == flags, f"missing: {sorted(flags - set(rows))}, unknown: {sorted(set(rows) - flags)}"
+    for flag, default in rows.items():
+        value = fields[flag[2:].replace("-", "_")].default
+        shown = default.strip('"').replace("_", "")
+        if isinstance(value, bool) or value is None:
+            assert shown == str(value), (flag, default, value)
+        elif isinstance(value, tuple):
+            assert tuple(int(x) for x in re.findall(r"\d+", shown)) == value, (flag, default, value)
+        else:
+            assert type(value)(shown) == value, (flag, default, value)
