@@ -235,10 +235,11 @@ def plot(groups: list[Group], title: str | None, confidence: float, resamples: i
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color=colors[label]) for label in labels]
     names = [f"{label} ({seed_count([g for g in groups if g.label == label])})" for label in labels]
-    fig.legend(handles, names, loc="lower center", ncol=min(len(labels), 2), fontsize="small", frameon=False)
+    ncol = min(len(labels), 2 if max(map(len, names)) <= 45 * cols / 2 else 1)  # long labels: one column
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize="small", frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 1) // 2) / rows, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 * (-(-len(labels) // ncol)) / rows, 1, 1))
     return fig
 
 
