@@ -800,12 +800,17 @@ class Progress:
         if self.bar is not None:
             self.bar.update(n)
             if step % 100 == 0:
-                self.bar.set_postfix(ret=f"{self.info['ep_return']:.1f}", eval=f"{self.info['eval']:.1f}", refresh=False)
+                ret, ev = self.returns()
+                self.bar.set_postfix(ret=ret, eval=ev, refresh=False)
         elif step % self.log_every == 0:
+            ret, ev = self.returns()
             eta = (self.total - step) / max(self.info["sps"], 1e-9)
-            print(f"step {step}/{self.total} | {self.info['sps']:.0f} steps/s | last return {self.info['ep_return']:.1f}"
-                  f" | last eval {self.info['eval']:.1f} | ETA {time.strftime('%H:%M:%S', time.gmtime(min(eta, 86399)))}",
-                  flush=True)
+            print(f"step {step}/{self.total} | {self.info['sps']:.0f} steps/s | last return {ret} | last eval {ev}"
+                  f" | ETA {time.strftime('%H:%M:%S', time.gmtime(min(eta, 86399)))}", flush=True)
+
+    def returns(self) -> tuple[str, str]:
+        """The last episode's return and the last evaluation, '-' until there is one."""
+        return tuple(f"{x:.1f}" if math.isfinite(x) else "-" for x in (self.info["ep_return"], self.info["eval"]))
 
     def close(self) -> None:
         if self.bar is not None:
