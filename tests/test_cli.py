@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ddpg
-from conftest import REPO, TINY, assert_one_error_line, cli_command, run_cli, scalar_tags, single_run_dir
+from conftest import REPO, TINY, assert_one_error_line, cli_command, read_events, run_cli, scalar_tags, single_run_dir
 from tests import envs
 
 INTERFACE_FLAGS = """
@@ -88,6 +88,43 @@ def test_end_to_end_tensorboard_tags(pendulum_run):
     assert [s for s, _ in tags["losses/q_loss"]] == [200, 300, 400]
     assert all(v > 0 for _, v in tags["charts/sps"])
     assert all(-3300 <= v <= 0 for _, v in tags["charts/episodic_return"])
+
+
+def test_hyperparameter_table_holds_every_flag_and_value(pendulum_run):
+    """The TensorBoard text 'hyperparameters' is a markdown table with one row per flag and its value."""
+    run_dir, _, _ = pendulum_run
+    texts = [v.tensor.string_val[0].decode() for ev in read_events(run_dir) for v in ev.summary.value
+             if v.tag.startswith("hyperparameters")]
+    assert len(texts) == 1, texts
+    rows = dict(re.findall(r"^\|(\w+)\|(.*)\|$", texts[0], flags=re.M))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert set(config) <= set(rows), set(config) - set(rows)
+    assert rows["env_id"] == "Pendulum-v1" and rows["batch_size"] == "32" and rows["total_steps"] == "400"
+    assert rows["noise_type"] == "gaussian" and rows["num_q"] == "1" and rows["hidden_sizes"] == "(32, 32)"
+
+
+def test_ou_noise_restarts_at_every_episode(tmp_path, monkeypatch):
+    """The training loop resets the OU state to mu at each episode start (SB3 once reset it per rollout)."""
+    states_at_reset = []
+    reset = ddpg.OUNoise.reset
+
+    def recording_reset(self):
+        reset(self)
+        states_at_reset.append(self.x.copy())
+
+    monkeypatch.setattr(ddpg.OUNoise, "reset", recording_reset)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:  # in-process, to see inside the loop; main() sets torch's global threads and determinism
+        rc = ddpg.main(["--env-id", "Pendulum-v1", *TINY, "--noise-type", "ou", "--max-episode-steps", "50",
+                        "--runs-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert rc == 0
+    summary = json.loads((single_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["episodes"] == 400 // 50
+    assert len(states_at_reset) == summary["episodes"] + 1  # the first episode, then one per episode end
+    assert all(np.array_equal(x, np.zeros(1)) for x in states_at_reset)
 
 
 def test_end_to_end_config_has_all_args(pendulum_run):
@@ -323,6 +360,22 @@ def test_capture_video_writes_mp4(tmp_path):
     assert videos, "no mp4 under videos/"
     assert all(v.stat().st_size > 1000 for v in videos)
     assert len(videos) == 2  # one per evaluation (steps 200 and 400)
+
+
+def test_capture_video_on_pybullet_then_eval_only_video(tmp_path):
+    """PyBullet renders headless on the CPU: training evaluations and --eval-only both write mp4s."""
+    rc, out, err = run_cli(["--env-id", "HopperBulletEnv-v0", *TINY, "--total-steps", "200", "--eval-every", "200",
+                            "--save-every", "200", "--max-episode-steps", "40", "--capture-video", "--runs-dir", tmp_path])
+    assert rc == 0, err
+    run_dir = single_run_dir(tmp_path)
+    trained = list((run_dir / "videos").glob("*.mp4"))
+    assert len(trained) == 1 and trained[0].stat().st_size > 1000, trained
+    rc, out, err = run_cli(["--env-id", "HopperBulletEnv-v0", "--eval-only", "--checkpoint", run_dir, "--eval-episodes",
+                            "2", "--max-episode-steps", "40", "--capture-video", "--no-cuda"])
+    assert rc == 0, err
+    assert re.search(r"mean return -?\d+\.\d+ \+- \d+\.\d+ over 2 episodes", out), out
+    watched = list((run_dir / "videos").glob("eval-only-*/*.mp4"))
+    assert len(watched) == 2 and all(v.stat().st_size > 1000 for v in watched), watched
 
 
 # ---------------------------------------------------------------------------------------------
