@@ -127,6 +127,19 @@ def test_ou_noise_restarts_at_every_episode(tmp_path, monkeypatch):
     assert all(np.array_equal(x, np.zeros(1)) for x in states_at_reset)
 
 
+def test_plain_log_lines_when_stdout_is_not_a_terminal(pendulum_run):
+    """Captured stdout (CI, nohup): one plain line every --log-every steps with steps/s, returns and ETA."""
+    _, out, _ = pendulum_run
+    lines = [ln for ln in out.splitlines() if ln.startswith("step ")]
+    pattern = r"step (\d+)/400 \| \d+ steps/s \| last return (-|-?\d+\.\d) \| last eval (-|-?\d+\.\d) \| ETA \d\d:\d\d:\d\d"
+    parsed = [re.fullmatch(pattern, ln) for ln in lines]
+    assert all(parsed), lines
+    assert [int(m[1]) for m in parsed] == [100, 200, 300, 400]
+    # no episode has ended at step 100; by step 200 one has, and the evaluation at 200 is shown
+    assert parsed[0][2] == "-" and parsed[0][3] == "-" and parsed[1][2] != "-" and parsed[1][3] != "-"
+    assert "\r" not in out  # no progress-bar redraws in a file
+
+
 def test_end_to_end_config_has_all_args(pendulum_run):
     run_dir, _, _ = pendulum_run
     config = json.loads((run_dir / "config.json").read_text())
@@ -351,6 +364,23 @@ def test_track_offline_writes_wandb_folder(tmp_path):
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1, list((run_dir / "wandb").iterdir()) if (run_dir / "wandb").exists() else "no wandb/"
     assert list(offline[0].glob("*.wandb")), "no wandb log file"
+
+
+def test_track_names_the_wandb_project_and_entity_on_mountaincar(tmp_path):
+    """--wandb-project and --wandb-entity reach wandb's run record (offline), here on MountainCarContinuous-v0."""
+    from tests.test_robustness import wandb_records
+
+    rc, out, err = run_cli(["--env-id", "MountainCarContinuous-v0", *TINY, "--max-episode-steps", "100", "--track",
+                            "--wandb-project", "ddpg-tests", "--wandb-entity", "our-lab", "--runs-dir", tmp_path],
+                           env={"WANDB_MODE": "offline"})
+    assert rc == 0, err
+    run_dir = single_run_dir(tmp_path)
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    runs = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
+    assert runs and runs[0].project == "ddpg-tests" and runs[0].entity == "our-lab", runs[:1]
+    assert runs[0].display_name == run_dir.name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["episodes"] == 4  # 400 steps of 100-step episodes
 
 
 def test_capture_video_writes_mp4(tmp_path):
