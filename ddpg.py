@@ -299,6 +299,14 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
     return env
 
 
+def env_state_picklable(env: gym.Env) -> bool:
+    """Does pickling the env save the episode in progress? Not where the physics lives outside
+    Python: gymnasium rebuilds EzPickle envs (MuJoCo) from their constructor arguments, and a
+    PyBullet env holds a connection to its physics server that a pickle cannot carry."""
+    u = env.unwrapped
+    return not isinstance(u, gym.utils.EzPickle) and not type(u).__module__.startswith("pybullet")
+
+
 # ---------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------
@@ -986,7 +994,7 @@ def train(args: Args, given: set[str]) -> int:
 
     # --- the episode in progress: restored exactly where the env can be pickled faithfully ---
     obs, ep_return, ep_length = None, 0.0, 0
-    if ckpt is not None and ckpt.get("env_pickle") is not None:
+    if ckpt is not None and ckpt.get("env_pickle") is not None and env_state_picklable(env):
         env.close()
         env = pickle.loads(ckpt["env_pickle"])
         obs, ep_return, ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
@@ -1001,7 +1009,7 @@ def train(args: Args, given: set[str]) -> int:
     refill_until = max(args.start_steps, args.batch_size) if ckpt is not None and buffer.added == 0 else 0
 
     def state(with_buffer: bool) -> dict:
-        picklable = not isinstance(env.unwrapped, gym.utils.EzPickle)  # EzPickle rebuilds, loses state
+        picklable = env_state_picklable(env)
         return {
             "format_version": CHECKPOINT_FORMAT, "env_id": args.env_id, "obs_dim": obs_dim, "act_dim": act_dim,
             "args": dataclasses.asdict(args), "global_step": global_step, "episode": episode,
@@ -1130,8 +1138,9 @@ def train(args: Args, given: set[str]) -> int:
         interrupted.restore()
         progress.close()
         logger.close()
-        env.close()
-        eval_env.close()
+        for e in (env, eval_env):
+            with contextlib.suppress(Exception):  # a simulator that fails to close must not hide the real error
+                e.close()
     if status == "interrupted":
         print(f"interrupted at step {global_step}; resume with: python ddpg.py --resume {run_dir}", file=sys.stderr)
     elif status == "finished":
