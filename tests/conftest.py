@@ -81,6 +81,29 @@ def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return tags
 
 
+def wandb_records(path: Path) -> list:
+    """The records of a W&B transaction log (.wandb): a 7-byte header, then LevelDB-style chunks
+    (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, records, partial = path.read_bytes(), 7, [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # block trailer: padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        partial = chunk if kind in (1, 2) else partial + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(partial)
+            records.append(record)
+    return records
+
+
 def assert_one_error_line(rc: int, stderr: str, code: int = 2) -> str:
     """Bad input: exit code 2, exactly one line on stderr, starting 'error:', no traceback."""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]

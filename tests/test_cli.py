@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import ddpg
-from conftest import REPO, TINY, assert_one_error_line, cli_command, read_events, run_cli, scalar_tags, single_run_dir
+from conftest import (REPO, TINY, assert_one_error_line, cli_command, read_events, run_cli, scalar_tags,
+                      single_run_dir, wandb_records)
 from tests import envs
 
 INTERFACE_FLAGS = """
@@ -368,8 +369,6 @@ def test_track_offline_writes_wandb_folder(tmp_path):
 
 def test_track_names_the_wandb_project_and_entity_on_mountaincar(tmp_path):
     """--wandb-project and --wandb-entity reach wandb's run record (offline), here on MountainCarContinuous-v0."""
-    from tests.test_robustness import wandb_records
-
     rc, out, err = run_cli(["--env-id", "MountainCarContinuous-v0", *TINY, "--max-episode-steps", "100", "--track",
                             "--wandb-project", "ddpg-tests", "--wandb-entity", "our-lab", "--runs-dir", tmp_path],
                            env={"WANDB_MODE": "offline"})

@@ -16,7 +16,6 @@ import pickle
 import random
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 import torch
 
 import ddpg
-from conftest import REPO, TINY, assert_one_error_line, run_cli, scalar_tags, single_run_dir
+from conftest import REPO, TINY, assert_one_error_line, run_cli, scalar_tags, single_run_dir, wandb_records
 from tests import envs
 
 PENDULUM_TINY = ["--env-id", "Pendulum-v1", *TINY]
@@ -85,7 +84,8 @@ def interrupt_after_line(proc: subprocess.Popen, line_prefix: str, signum: int, 
 
 
 def stderr_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.strip()]
+    """The non-empty lines ddpg.py wrote to stderr (pybullet's C library prints its build time there)."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("pybullet build time")]
 
 
 def differences(a, b, where: str = "") -> list[str]:
@@ -186,29 +186,6 @@ def test_sigint_then_resume_with_buffer_gives_the_uninterrupted_weights(tmp_path
 # ---------------------------------------------------------------------------------------------
 
 
-def wandb_records(path: Path) -> list:
-    """The records of a W&B transaction log (.wandb): a 7-byte header, then LevelDB-style chunks
-    (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, pos, records, partial = path.read_bytes(), 7, [], b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # block trailer: padding
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:
-            break
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        partial = chunk if kind in (1, 2) else partial + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(partial)
-            records.append(record)
-    return records
-
-
 NO_BUFFER = ["--env-id", "Pendulum-v1", "--total-steps", "2000", "--start-steps", "200", "--batch-size", "32",
              "--hidden-sizes", "32", "32", "--save-every", "200", "--eval-every", "1000", "--eval-episodes", "1",
              "--log-every", "200", "--torch-threads", "1", "--no-cuda", "--track"]
@@ -274,7 +251,7 @@ def test_resume_unpicklable_env_starts_a_new_episode_and_continues(env_id, tmp_p
     # train longer; the other settings stay the run's, an explicit different one is named as ignored
     rc, out, err = run_cli(["--resume", run_dir, "--total-steps", "500", "--policy-lr", "5e-4", "--seed", "1"])
     assert rc == 0, err
-    lines = [ln for ln in stderr_lines(err) if not ln.startswith("pybullet build time")]  # pybullet's own C print
+    lines = stderr_lines(err)
     assert len(lines) == 3, err
     assert lines[0] == ("warning: a resume keeps the run's settings; ignoring --policy-lr "
                         "(start a new run to change them)")
