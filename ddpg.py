@@ -344,7 +344,7 @@ class Actor(nn.Module):
             layers.append(nn.Linear(n_in, n_out))
             if layer_norm:
                 layers.append(nn.LayerNorm(n_out))
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))  # in place: one activation buffer fewer per layer
         layers += [nn.Linear(sizes[-1], act_dim), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
@@ -389,7 +389,7 @@ class QNetwork(nn.Module):
             if k < last:
                 if self.layer_norm:
                     x = F.layer_norm(x, x.shape[-1:]) * d(self.ln_weights[k]) + d(self.ln_biases[k])
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # the matmul's output is not needed for its backward
         return x.squeeze(-1)
 
 

@@ -54,20 +54,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-sb3", action="store_true", help="skip the Stable-Baselines3 runs")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--extra-args", default="",
-                   help="more ddpg.py flags, one string (e.g. '--compile'); they also shape the floor's Learner")
+                   help="more ddpg.py flags, one string (e.g. '--num-q 2'); they also shape the floor's Learner")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip timing the update with torch.compile (compiling takes 15-40 s per environment)")
+    p.add_argument("--loop-steps", type=int, default=600,
+                   help="learning steps of the in-process loop that times each piece in sequence (default: %(default)s)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md",
                    help="markdown report; the raw numbers go to the same name with .json")
     p.add_argument("--floor-rounds", type=int, default=7, help="interleaved rounds of the update timings")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed to one training run")
     p.add_argument("--sb3-worker", help=argparse.SUPPRESS)  # internal: run one SB3 training (JSON config)
     argv = list(sys.argv[1:] if argv is None else argv)
-    for i, a in enumerate(argv[:-1]):  # '--extra-args --compile': argparse would take '--compile' for a flag
+    for i, a in enumerate(argv[:-1]):  # '--extra-args --num-q 2': argparse would take '--num-q' for a flag
         if a == "--extra-args":
             argv[i:i + 2] = [f"--extra-args={argv[i + 1]}"]
             break
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.threads < 1 or args.floor_rounds < 1:
-        p.error("--repeats, --threads and --floor-rounds must be positive")
+    if args.repeats < 1 or args.threads < 1 or args.floor_rounds < 1 or args.loop_steps < 1:
+        p.error("--repeats, --threads, --floor-rounds and --loop-steps must be positive")
     if args.start_steps < 1 or args.steps <= args.start_steps:
         p.error("need 0 < --start-steps < --steps (the learning phase is what is measured)")
     return args
@@ -112,8 +116,10 @@ def machine_info(threads: int, device: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_floor(env_id: str, ddpg_args, device: str, rounds: int) -> dict:
-    """Median cost of the pieces of one learning step, and the update against its eager twin."""
+def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile: bool = True,
+                  loop_steps: int = 600) -> dict:
+    """Median cost of the pieces of one learning step alone, their mean cost in sequence (a loop like
+    ddpg.py's), and the update against its eager twin and its torch.compile'd twin."""
     import numpy as np
     import torch
 
@@ -146,7 +152,6 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int) -> dict:
         obs = next_obs
         if terminated or truncated:
             obs, _ = env.reset()
-    env.close()
 
     learners = {}
     for name, changes in [("default", {}), ("num_q=2", {"num_q": 2}),
@@ -160,6 +165,22 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int) -> dict:
                                  target_noise=a.target_noise, target_noise_clip=a.target_noise_clip,
                                  policy_delay=a.policy_delay, device=dev)
     actor = learners["default"].actor
+    compile_s = compile_error = None
+    if with_compile:  # the losses' forward and backward compiled by inductor; Adam and Polyak stay as they are
+        compiled = ddpg.Learner(obs_dim, act_dim, low, high, ddpg_args).to(dev)
+        compiled.make_optimizers()
+        compiled.critic_loss = torch.compile(compiled.critic_loss)
+        compiled.actor_loss = torch.compile(compiled.actor_loss)
+        try:
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(max(2, ddpg_args.policy_delay)):  # the first calls compile every graph
+                compiled.update(buffer.sample(ddpg_args.batch_size))
+            sync()
+            compile_s = time.perf_counter() - t0
+            learners["compiled"] = compiled
+        except Exception as e:  # e.g. no C++ compiler on the machine: report it, time the rest
+            compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
     # actor forward on one observation, exactly as ddpg.py acts (no noise, no clip)
     act_times = []
@@ -195,6 +216,40 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int) -> dict:
         for _ in range(20):
             fn(source.sample(batch))
     sync()
+    # the same pieces in sequence, as ddpg.py's loop runs them (act with Gaussian noise, step, store,
+    # sample, update, the finiteness check), in chunks between the update rounds so that drift in the
+    # machine's speed hits both alike: means per step, resets included in the env step
+    learner = learners["default"]
+    noise, scale = ddpg.GaussianNoise(act_dim, ddpg_args.noise_std), (high - low) / 2.0
+    pieces = dict.fromkeys(["act", "env_step", "store", "sample", "update"], 0.0)
+    loop_state = {"obs": env.reset(seed=1)[0], "steps": 0, "time": 0.0}
+
+    def loop_chunk(n: int) -> None:
+        obs = loop_state["obs"]
+        t_chunk = time.perf_counter()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                mu = actor(torch.as_tensor(obs, dtype=torch.float32, device=dev)).cpu().numpy().astype(np.float64)
+            action = np.clip(mu + noise.sample(rng) * scale, low, high)
+            t1 = time.perf_counter()
+            next_obs, reward, terminated, truncated, _ = env.step(action.astype(dtype))
+            if terminated or truncated:
+                reset_obs, _ = env.reset()
+            t2 = time.perf_counter()
+            buffer.add(obs, action, reward, terminated, next_obs, terminated or truncated)
+            obs = reset_obs if terminated or truncated else next_obs
+            t3 = time.perf_counter()
+            b = buffer.sample(batch)
+            t4 = time.perf_counter()
+            bool(torch.isfinite(learner.update(b)).all())
+            sync()
+            t5 = time.perf_counter()
+            for k, dt in zip(pieces, [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]):
+                pieces[k] += dt
+        loop_state["time"] += time.perf_counter() - t_chunk
+        loop_state["obs"], loop_state["steps"] = obs, loop_state["steps"] + n
+
     update_rounds = {name: [] for name in updaters}
     names = list(updaters)
     for r in range(rounds):
@@ -207,6 +262,11 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int) -> dict:
                 fn(b)
             sync()
             update_rounds[name].append((time.perf_counter() - t0) / n_updates)
+        loop_chunk(-(-loop_steps // rounds))
+    steps_done = loop_state["steps"]
+    loop_ms = loop_state["time"] / steps_done * 1e3
+
+    env.close()
 
     ms = 1e3
     res = {
@@ -215,15 +275,21 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int) -> dict:
         "sample_ms": median(sample_rounds["ddpg"]) * ms, "eager_sample_ms": median(sample_rounds["eager"]) * ms,
         "update_ms": median(update_rounds["default"]) * ms, "eager_update_ms": median(update_rounds["eager"]) * ms,
         "update_num_q2_ms": median(update_rounds["num_q=2"]) * ms, "update_td3_ms": median(update_rounds["td3"]) * ms,
+        "compiled_update_ms": median(update_rounds["compiled"]) * ms if "compiled" in update_rounds else None,
+        "compile_s": compile_s, "compile_error": compile_error,
+        "in_sequence_ms": {k: v / steps_done * ms for k, v in pieces.items()}, "in_sequence_loop_ms": loop_ms,
+        "loop_steps": steps_done,
         "rounds": {"sample_ms": {k: [x * ms for x in v] for k, v in sample_rounds.items()},
                    "update_ms": {k: [x * ms for x in v] for k, v in update_rounds.items()}},
     }
     res["floor_ms"] = res["env_step_ms"] + res["actor_forward_ms"] + res["sample_ms"] + res["update_ms"]
+    res["in_sequence_efficiency"] = res["floor_ms"] / loop_ms
     res["update_speedup"] = res["eager_update_ms"] / res["update_ms"]
     res["update_speedup_with_sample"] = ((res["eager_update_ms"] + res["eager_sample_ms"])
                                          / (res["update_ms"] + res["sample_ms"]))
     res["num_q2_cost"] = res["update_num_q2_ms"] / res["update_ms"]
     res["td3_cost"] = res["update_td3_ms"] / res["update_ms"]
+    res["compiled_speedup"] = res["update_ms"] / res["compiled_update_ms"] if res["compiled_update_ms"] else None
     return res
 
 
@@ -411,22 +477,42 @@ def report(results: dict) -> str:
                      f"{fmt(r.get('ms_per_step'), '.2f')} | {fmt(r.get('efficiency'), '.0%')} |")
     lines += [
         "",
-        "## The update (ms, medians of interleaved rounds)",
+        "## The same pieces in sequence, in a loop like ddpg.py's (ms per learning step, means)",
         "",
-        "| env | ddpg.py update | plain eager update | speedup | speedup incl. sample | num_q=2 / default | "
-        "TD3 / default |",
-        "|-|-|-|-|-|-|-|",
+        "| env | act | env step (+ resets) | store | sample | update | loop | floor / loop | ddpg.py ms/step |",
+        "|-|-|-|-|-|-|-|-|-|",
     ]
     for env_id, r in results["envs"].items():
         f = r["floor"]
+        q = f["in_sequence_ms"]
+        lines.append(f"| {env_id} | {q['act']:.3f} | {q['env_step']:.3f} | {q['store']:.3f} | {q['sample']:.3f} | "
+                     f"{q['update']:.2f} | {f['in_sequence_loop_ms']:.2f} | {f['in_sequence_efficiency']:.0%} | "
+                     f"{fmt(r.get('ms_per_step'), '.2f')} |")
+    lines += [
+        "",
+        "## The update (ms, medians of interleaved rounds)",
+        "",
+        "| env | ddpg.py update | plain eager update | speedup | speedup incl. sample | num_q=2 / default | "
+        "TD3 / default | torch.compile'd update | its speedup | compile s |",
+        "|-|-|-|-|-|-|-|-|-|-|",
+    ]
+    for env_id, r in results["envs"].items():
+        f = r["floor"]
+        compiled = (f"{f['compiled_update_ms']:.2f} | {f['compiled_speedup']:.2f}x | {f['compile_s']:.0f}"
+                    if f.get("compiled_update_ms") else f"{f.get('compile_error') or 'skipped'} | - | -")
         lines.append(f"| {env_id} | {f['update_ms']:.2f} | {f['eager_update_ms']:.2f} | {f['update_speedup']:.2f}x | "
-                     f"{f['update_speedup_with_sample']:.2f}x | {f['num_q2_cost']:.2f}x | {f['td3_cost']:.2f}x |")
+                     f"{f['update_speedup_with_sample']:.2f}x | {f['num_q2_cost']:.2f}x | {f['td3_cost']:.2f}x | "
+                     f"{compiled} |")
     lines += [
         "",
         "efficiency = floor / (1 / ddpg.py steps/s): the share of a learning step spent in the four things it "
-        "cannot avoid. Plain eager update: benchmarks/eager_ddpg.py (CleanRL style). TD3 = --num-q 2 "
-        "--target-noise 0.2 --policy-delay 2 (the actor and targets every other update). Raw numbers: "
-        f"`{results['json']}`.",
+        "cannot avoid, each timed alone, before the runs. In sequence: the same pieces in a loop like ddpg.py's, "
+        "run in chunks between the update rounds (so floor / loop is free of drift between the floor and the "
+        "runs). Plain eager update: benchmarks/eager_ddpg.py (CleanRL style). TD3 = --num-q 2 "
+        "--target-noise 0.2 --policy-delay 2 (the actor and targets every other update). torch.compile'd: "
+        "the same Learner with critic_loss and actor_loss wrapped in torch.compile (inductor, default mode), "
+        "its speedup against ddpg.py's update; compile s = its first updates, cold inductor cache. "
+        f"Raw numbers: `{results['json']}`.",
     ]
     problems = [f"- {env_id} {x['trainer']} seed {x['seed']}: exit {x['rc']}\n```\n{x.get('output_tail', '')}\n```"
                 for env_id, r in results["envs"].items() for x in r["runs"] if not x["ok"]]
@@ -478,10 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     n_runs = len(opts.envs) * opts.repeats * (2 if use_sb3 else 1)
     done = 0
     with tempfile.TemporaryDirectory(prefix="ddpg-bench-") as tmp:
+        # a fresh inductor cache: "compile s" is a cold compile, as a new user's first run sees it
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor-cache")
         for env_id in opts.envs:
             print(f"[{env_id}] floor and update timings ...", file=sys.stderr, flush=True)
             try:
-                floor = measure_floor(env_id, ddpg_args, opts.device, opts.floor_rounds)
+                floor = measure_floor(env_id, ddpg_args, opts.device, opts.floor_rounds, not opts.no_compile,
+                                      opts.loop_steps)
             except ddpg.UserError as e:
                 print(f"error: {env_id}: {e}", file=sys.stderr)
                 return 2
