@@ -160,10 +160,16 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
         learner.make_optimizers()
         learners[name] = learner
     a = ddpg_args
-    plain = eager_ddpg.EagerDDPG(obs_dim, act_dim, low, high, a.hidden_sizes, num_q=a.num_q, q_reduce=a.q_reduce,
-                                 gamma=a.gamma, tau=a.tau, policy_lr=a.policy_lr, value_lr=a.value_lr,
-                                 target_noise=a.target_noise, target_noise_clip=a.target_noise_clip,
-                                 policy_delay=a.policy_delay, device=dev)
+
+    def make_plain() -> eager_ddpg.EagerDDPG:
+        return eager_ddpg.EagerDDPG(obs_dim, act_dim, low, high, a.hidden_sizes, num_q=a.num_q, q_reduce=a.q_reduce,
+                                    gamma=a.gamma, tau=a.tau, policy_lr=a.policy_lr, value_lr=a.value_lr,
+                                    target_noise=a.target_noise, target_noise_clip=a.target_noise_clip,
+                                    policy_delay=a.policy_delay, device=dev)
+
+    plain, plain_1 = make_plain(), make_plain()  # plain_1 and learner_1: the fixed cost, on batches of one
+    learner_1 = ddpg.Learner(obs_dim, act_dim, low, high, ddpg_args).to(dev)
+    learner_1.make_optimizers()
     actor = learners["default"].actor
     compile_s = compile_error = None
     if with_compile:  # the losses' forward and backward compiled by inductor; Adam and Polyak stay as they are
@@ -209,12 +215,16 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
             sample_rounds[name].append(time_calls(lambda s=source: s.sample(batch), 200))
 
     # updates, interleaved in rounds (the order rotates every round); batches sampled outside the clock
-    updaters = {name: (lrn.update, buffer) for name, lrn in learners.items()}
-    updaters["eager"] = (plain.update, plain_buffer)
+    updaters = {name: (lrn.update, buffer, batch) for name, lrn in learners.items()}
+    updaters["eager"] = (plain.update, plain_buffer, batch)
+    # batch 1: next to no arithmetic, so what is left is each update's fixed cost (Python, dispatch,
+    # autograd, optimizer calls), the part that does not shrink with faster matmuls
+    updaters["default@1"] = (learner_1.update, buffer, 1)
+    updaters["eager@1"] = (plain_1.update, plain_buffer, 1)
     n_updates = 30  # even: TD3's policy delay of 2 averages in
-    for fn, source in updaters.values():  # warm-up: allocator, lazy init, fused Adam state
+    for fn, source, size in updaters.values():  # warm-up: allocator, lazy init, fused Adam state
         for _ in range(20):
-            fn(source.sample(batch))
+            fn(source.sample(size))
     sync()
     # the same pieces in sequence, as ddpg.py's loop runs them (act with Gaussian noise, step, store,
     # sample, update, the finiteness check), in chunks between the update rounds so that drift in the
@@ -254,8 +264,8 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
     names = list(updaters)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            fn, source = updaters[name]
-            batches = [source.sample(batch) for _ in range(n_updates)]
+            fn, source, size = updaters[name]
+            batches = [source.sample(size) for _ in range(n_updates)]
             sync()
             t0 = time.perf_counter()
             for b in batches:
@@ -275,6 +285,8 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
         "sample_ms": median(sample_rounds["ddpg"]) * ms, "eager_sample_ms": median(sample_rounds["eager"]) * ms,
         "update_ms": median(update_rounds["default"]) * ms, "eager_update_ms": median(update_rounds["eager"]) * ms,
         "update_num_q2_ms": median(update_rounds["num_q=2"]) * ms, "update_td3_ms": median(update_rounds["td3"]) * ms,
+        "update_batch1_ms": median(update_rounds["default@1"]) * ms,
+        "eager_update_batch1_ms": median(update_rounds["eager@1"]) * ms,
         "compiled_update_ms": median(update_rounds["compiled"]) * ms if "compiled" in update_rounds else None,
         "compile_s": compile_s, "compile_error": compile_error,
         "in_sequence_ms": {k: v / steps_done * ms for k, v in pieces.items()}, "in_sequence_loop_ms": loop_ms,
@@ -492,16 +504,17 @@ def report(results: dict) -> str:
         "",
         "## The update (ms, medians of interleaved rounds)",
         "",
-        "| env | ddpg.py update | plain eager update | speedup | speedup incl. sample | num_q=2 / default | "
-        "TD3 / default | torch.compile'd update | its speedup | compile s |",
-        "|-|-|-|-|-|-|-|-|-|-|",
+        "| env | ddpg.py update | plain eager update | speedup | speedup incl. sample | fixed cost: ddpg.py, eager | "
+        "num_q=2 / default | TD3 / default | torch.compile'd update | its speedup | compile s |",
+        "|-|-|-|-|-|-|-|-|-|-|-|",
     ]
     for env_id, r in results["envs"].items():
         f = r["floor"]
         compiled = (f"{f['compiled_update_ms']:.2f} | {f['compiled_speedup']:.2f}x | {f['compile_s']:.0f}"
                     if f.get("compiled_update_ms") else f"{f.get('compile_error') or 'skipped'} | - | -")
         lines.append(f"| {env_id} | {f['update_ms']:.2f} | {f['eager_update_ms']:.2f} | {f['update_speedup']:.2f}x | "
-                     f"{f['update_speedup_with_sample']:.2f}x | {f['num_q2_cost']:.2f}x | {f['td3_cost']:.2f}x | "
+                     f"{f['update_speedup_with_sample']:.2f}x | {f['update_batch1_ms']:.2f}, "
+                     f"{f['eager_update_batch1_ms']:.2f} | {f['num_q2_cost']:.2f}x | {f['td3_cost']:.2f}x | "
                      f"{compiled} |")
     lines += [
         "",
@@ -509,9 +522,12 @@ def report(results: dict) -> str:
         "cannot avoid, each timed alone, before the runs. In sequence: the same pieces in a loop like ddpg.py's, "
         "run in chunks between the update rounds (so floor / loop is free of drift between the floor and the "
         "runs). Plain eager update: benchmarks/eager_ddpg.py (CleanRL style). TD3 = --num-q 2 "
-        "--target-noise 0.2 --policy-delay 2 (the actor and targets every other update). torch.compile'd: "
+        "--target-noise 0.2 --policy-delay 2 (the actor and targets every other update). Fixed cost: the same "
+        "updates on batches of one observation, next to no arithmetic: what is left is Python, dispatch, "
+        "autograd and the optimizer calls. torch.compile'd: "
         "the same Learner with critic_loss and actor_loss wrapped in torch.compile (inductor, default mode), "
-        "its speedup against ddpg.py's update; compile s = its first updates, cold inductor cache. "
+        "its speedup against ddpg.py's update; compile s = the wall time of its first updates (the first "
+        "environment's includes torch.compile's one-off start-up; later ones reuse kernels of the same shapes). "
         f"Raw numbers: `{results['json']}`.",
     ]
     problems = [f"- {env_id} {x['trainer']} seed {x['seed']}: exit {x['rc']}\n```\n{x.get('output_tail', '')}\n```"
@@ -542,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:  # the same flags ddpg.py gets: they shape the floor's Learner and SB3's matched hyperparameters
         ddpg_args, _ = ddpg.parse_args(shlex.split(opts.extra_args))
+        ddpg.check_args(ddpg_args)  # nonsense values stop here, before any timing or file is written
     except ddpg.UserError as e:
         print(f"error: --extra-args: {e}", file=sys.stderr)
         return 2
@@ -564,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     n_runs = len(opts.envs) * opts.repeats * (2 if use_sb3 else 1)
     done = 0
     with tempfile.TemporaryDirectory(prefix="ddpg-bench-") as tmp:
-        # a fresh inductor cache: "compile s" is a cold compile, as a new user's first run sees it
+        # a fresh inductor cache on disk: the first "compile s" is a cold compile, as a new user's first run sees it
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor-cache")
         for env_id in opts.envs:
             print(f"[{env_id}] floor and update timings ...", file=sys.stderr, flush=True)
