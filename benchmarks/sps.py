@@ -552,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ddpg
 
+    torch.set_flush_denormal(True)  # as ddpg.py's main() does, before any parallel op: the floor runs as ddpg.py
     torch.set_num_threads(opts.threads)
     if opts.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
