@@ -6,6 +6,9 @@ import copy
 import dataclasses
 import errno
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -647,3 +650,24 @@ def test_load_checkpoint_refuses_bad_files_with_user_error(tmp_path, content):
         ddpg.load_checkpoint(path)
     with pytest.raises(ddpg.UserError, match="not found"):
         ddpg.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_main_flushes_denormals_to_zero_on_every_worker_thread():
+    """ddpg.main turns on flush-to-zero first, so torch's worker threads, started later, have it too:
+    a product that lands in the denormal range comes out exactly zero on every element."""
+    code = """
+import torch, ddpg
+torch.set_num_threads(2)
+try:
+    ddpg.main(["--help"])  # parses nothing but --help; flush-to-zero is set before the parsing
+except SystemExit:
+    pass
+x = torch.full((1 << 20,), 1e-30)  # a normal float32; x * 1e-9 would be a denormal
+y = x * 1e-9  # a parallel op: both worker threads compute half of it
+print(int((y == 0).sum()), y.numel())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(ddpg.__file__).parent, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    zeros, n = map(int, proc.stdout.split()[-2:])
+    assert zeros == n  # without flush-to-zero every element is about 1e-39, none zero
