@@ -1153,7 +1153,7 @@ def train(args: Args, given: set[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     # Flush denormal floats (below 1.2e-38) to zero on CPU. Adam's moments of a weight whose gradient
     # stays zero (a dead ReLU unit) decay into that range, about one value in six after 1,500 updates
-    # on HopperBulletEnv-v0, and x86 computes on denormals up to 20x slower; as zeros they change nothing
+    # on HopperBulletEnv-v0, and x86 computes on denormals many times slower; as zeros they change nothing
     # that matters. First thing: torch's worker threads, started later, inherit the setting.
     torch.set_flush_denormal(True)
     try:

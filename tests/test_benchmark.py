@@ -70,3 +70,15 @@ def test_sps_rejects_bad_options_in_one_line(args):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "error" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_denormals_script_runs_both_modes_and_flush_to_zero_leaves_none():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "denormals.py"), "--env-id", "Pendulum-v1",
+                           "--start-steps", "300", "--learn", "200", "--measure", "20", "--repeats", "1",
+                           "--threads", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modes = [line for line in proc.stderr.splitlines() if line.startswith("flush-to-zero")]
+    assert len(modes) == 2 and any(" on " in m for m in modes) and any(" off:" in m for m in modes), modes
+    on = next(m for m in modes if " on " in m)
+    assert on.endswith("0.0% of Adam's state denormal")  # flushed: none left, whatever the machine
+    assert "Pendulum-v1, learning steps 201-220, 1 threads, medians of 1" in proc.stdout
