@@ -153,12 +153,13 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
         if terminated or truncated:
             obs, _ = env.reset()
 
-    learners = {}
-    for name, changes in [("default", {}), ("num_q=2", {"num_q": 2}),
-                          ("td3", {"num_q": 2, "target_noise": 0.2, "policy_delay": 2})]:
+    def make_learner(**changes) -> ddpg.Learner:
         learner = ddpg.Learner(obs_dim, act_dim, low, high, dataclasses.replace(ddpg_args, **changes)).to(dev)
         learner.make_optimizers()
-        learners[name] = learner
+        return learner
+
+    variants = [("default", {}), ("num_q=2", {"num_q": 2}), ("td3", {"num_q": 2, "target_noise": 0.2, "policy_delay": 2})]
+    learners = {name: make_learner(**changes) for name, changes in variants}
     a = ddpg_args
 
     def make_plain() -> eager_ddpg.EagerDDPG:
@@ -168,13 +169,11 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
                                     policy_delay=a.policy_delay, device=dev)
 
     plain, plain_1 = make_plain(), make_plain()  # plain_1 and learner_1: the fixed cost, on batches of one
-    learner_1 = ddpg.Learner(obs_dim, act_dim, low, high, ddpg_args).to(dev)
-    learner_1.make_optimizers()
+    learner_1 = make_learner()
     actor = learners["default"].actor
     compile_s = compile_error = None
     if with_compile:  # the losses' forward and backward compiled by inductor; Adam and Polyak stay as they are
-        compiled = ddpg.Learner(obs_dim, act_dim, low, high, ddpg_args).to(dev)
-        compiled.make_optimizers()
+        compiled = make_learner()
         compiled.critic_loss = torch.compile(compiled.critic_loss)
         compiled.actor_loss = torch.compile(compiled.actor_loss)
         try:
@@ -446,6 +445,11 @@ def ddpg_command(results: dict) -> str:
     return "-"
 
 
+def table_head(title: str, columns: list[str]) -> list[str]:
+    """A blank line, a '## title' heading, a blank line and a markdown table's header rows."""
+    return ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "-|" * len(columns)]
+
+
 def report(results: dict) -> str:
     m, o = results["machine"], results["options"]
     lines = [
@@ -461,12 +465,9 @@ def report(results: dict) -> str:
         f"ddpg.py and SB3 interleaved; extra ddpg.py flags: `{o['extra_args'] or 'none'}`",
         f"- each ddpg.py run: `{ddpg_command(results)}`",
         f"- started {results['started']}, took {results['elapsed_s'] / 60:.1f} min",
-        "",
-        "## Training runs",
-        "",
-        "| env | ddpg.py steps/s | SB3 DDPG steps/s | ddpg.py / SB3 | ddpg.py peak RSS MiB | SB3 peak RSS MiB |",
-        "|-|-|-|-|-|-|",
     ]
+    lines += table_head("Training runs", ["env", "ddpg.py steps/s", "SB3 DDPG steps/s", "ddpg.py / SB3",
+                                          "ddpg.py peak RSS MiB", "SB3 peak RSS MiB"])
     for env_id, r in results["envs"].items():
         d = [x["sps"] for x in r["runs"] if x["trainer"] == "ddpg" and x["ok"]]
         s = [x["sps"] for x in r["runs"] if x["trainer"] == "sb3" and x["ok"]]
@@ -475,39 +476,27 @@ def report(results: dict) -> str:
         sb3_cell = spread(s) if s else ("skipped" if r["sb3_skipped"] else "failed")
         lines.append(f"| {env_id} | {spread(d)} | {sb3_cell} | {fmt(r.get('sb3_ratio'), '.2f')}x | "
                      f"{fmt(median(d_rss), '.0f')} | {fmt(median(s_rss), '.0f')} |")
-    lines += [
-        "",
-        "## The floor: what one learning step must cost (ms, medians)",
-        "",
-        "| env | obs/act | env step | actor forward | sample | update | floor | ddpg.py ms/step | efficiency |",
-        "|-|-|-|-|-|-|-|-|-|",
-    ]
+    lines += table_head("The floor: what one learning step must cost (ms, medians)",
+                        ["env", "obs/act", "env step", "actor forward", "sample", "update", "floor", "ddpg.py ms/step",
+                         "efficiency"])
     for env_id, r in results["envs"].items():
         f = r["floor"]
         lines.append(f"| {env_id} | {f['obs_dim']}/{f['act_dim']} | {f['env_step_ms']:.3f} | "
                      f"{f['actor_forward_ms']:.3f} | {f['sample_ms']:.3f} | {f['update_ms']:.2f} | {f['floor_ms']:.2f} | "
                      f"{fmt(r.get('ms_per_step'), '.2f')} | {fmt(r.get('efficiency'), '.0%')} |")
-    lines += [
-        "",
-        "## The same pieces in sequence, in a loop like ddpg.py's (ms per learning step, means)",
-        "",
-        "| env | act | env step (+ resets) | store | sample | update | loop | floor / loop | ddpg.py ms/step |",
-        "|-|-|-|-|-|-|-|-|-|",
-    ]
+    lines += table_head("The same pieces in sequence, in a loop like ddpg.py's (ms per learning step, means)",
+                        ["env", "act", "env step (+ resets)", "store", "sample", "update", "loop", "floor / loop",
+                         "ddpg.py ms/step"])
     for env_id, r in results["envs"].items():
         f = r["floor"]
         q = f["in_sequence_ms"]
         lines.append(f"| {env_id} | {q['act']:.3f} | {q['env_step']:.3f} | {q['store']:.3f} | {q['sample']:.3f} | "
                      f"{q['update']:.2f} | {f['in_sequence_loop_ms']:.2f} | {f['in_sequence_efficiency']:.0%} | "
                      f"{fmt(r.get('ms_per_step'), '.2f')} |")
-    lines += [
-        "",
-        "## The update (ms, medians of interleaved rounds)",
-        "",
-        "| env | ddpg.py update | plain eager update | speedup | speedup incl. sample | fixed cost: ddpg.py, eager | "
-        "num_q=2 / default | TD3 / default | torch.compile'd update | its speedup | compile s |",
-        "|-|-|-|-|-|-|-|-|-|-|-|",
-    ]
+    lines += table_head("The update (ms, medians of interleaved rounds)",
+                        ["env", "ddpg.py update", "plain eager update", "speedup", "speedup incl. sample",
+                         "fixed cost: ddpg.py, eager", "num_q=2 / default", "TD3 / default", "torch.compile'd update",
+                         "its speedup", "compile s"])
     for env_id, r in results["envs"].items():
         f = r["floor"]
         compiled = (f"{f['compiled_update_ms']:.2f} | {f['compiled_speedup']:.2f}x | {f['compile_s']:.0f}"
