@@ -1,41 +1,24 @@
-"""DDPG: Deep Deterministic Policy Gradient (Lillicrap et al. 2015, arXiv:1509.02971), one file.
+"""DDPG: Deep Deterministic Policy Gradient (Lillicrap et al. 2015, arXiv:1509.02971), in one file.
 
-DDPG learns a deterministic policy mu(s) for continuous actions. A critic Q(s, a) regresses on
-the one-step Bellman target computed with slowly moving *target* copies of both networks; the
-actor follows the critic's gradient dQ/da (the deterministic policy gradient, Silver et al.
-2014). Learning is off-policy from a replay buffer; exploration adds noise to the actions (or to
-the actor's weights). TD3 (Fujimoto et al. 2018) is a few flags away: see the research options.
+DDPG learns a deterministic policy mu(s) for continuous actions. A critic Q(s, a) regresses on the one-step
+Bellman target made with slowly moving *target* copies of both networks; the actor climbs the critic's gradient
+dQ/da (the deterministic policy gradient, Silver et al. 2014). Learning is off-policy, from a replay buffer;
+exploration adds noise to the actions or to the actor's weights. TD3 (Fujimoto et al. 2018) is a few flags away.
 
-Layout, top to bottom: Args (every flag) -> environment helpers -> networks (Actor, QNetwork)
--> ReplayBuffer -> noise processes -> the update step -> evaluation, checkpoints and logging ->
-train() -> main().
-
-Run:   python ddpg.py --env-id HopperBulletEnv-v0      (python ddpg.py --help lists every flag)
-Logs:  runs/<env>__<exp-name>__<seed>__<time>/  (tensorboard --logdir runs)
-Eval:  python ddpg.py --env-id X --eval-only --checkpoint runs/<run>/checkpoints/final.pt
+Run: python ddpg.py --env-id HopperBulletEnv-v0   (--help lists every flag)   Eval: --eval-only --checkpoint RUN
+Logs: runs/<env>__<exp-name>__<seed>__<time>/ (tensorboard --logdir runs)
+Map: Args, then THE ALGORITHM (networks, replay buffer, noise, Bellman target, Polyak, Learner, and the loop
+train()), then THE PLUMBING (validation, environments, checkpoints, logging, signals, setup, eval-only, main).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import difflib
-import importlib
-import io
-import json
-import math
-import os
-import pickle
-import random
-import re
-import signal
-import sys
-import time
-import warnings
+import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os  # standard library
+import pickle, random, re, signal, sys, time, typing, warnings
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Callable, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -44,171 +27,469 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes; newer files are refused
-
 
 @dataclass
-class Args:
+class Args:  # every flag: `--help` shows the comment beside it; the type says what values are allowed
     # --- experiment ---
-    exp_name: str = "ddpg"
-    """name of the experiment, part of the run folder's name"""
-    seed: int = 1
-    """seed of python, numpy, torch and the environment"""
-    torch_deterministic: bool = True
-    """use deterministic torch algorithms (same seed, same device -> same weights)"""
-    cuda: bool = True
-    """train on CUDA when it is available"""
-    torch_threads: int = 0
-    """CPU threads for torch (0 = torch's default); use 1 when running several trainings at once"""
-    runs_dir: str = "runs"
-    """folder that holds one sub-folder per run"""
-
+    exp_name: str = "ddpg"  # name of the experiment, part of the run folder's name
+    seed: Seed = 1  # seed of python, numpy, torch and the environment
+    torch_deterministic: bool = True  # deterministic torch algorithms (same seed, same device -> same weights)
+    cuda: bool = True  # train on CUDA when it is available
+    torch_threads: NonNegInt = 0  # CPU threads for torch (0 = torch's default); 1 when running several at once
+    runs_dir: str = "runs"  # folder that holds one sub-folder per run
     # --- environment ---
-    env_id: str = "HopperBulletEnv-v0"
-    """gymnasium id with a continuous (Box) action space; 'module:Id' imports module first"""
-    max_episode_steps: int | None = None
-    """override the environment's time limit (truncation, not termination)"""
-
+    env_id: str = "HopperBulletEnv-v0"  # gymnasium id with a continuous (Box) action space; 'module:Id' imports module
+    max_episode_steps: PosInt | None = None  # override the environment's time limit (truncation, not termination)
     # --- algorithm ---
-    total_steps: int = 1_000_000
-    """environment steps to train for"""
-    start_steps: int = 5000
-    """steps of uniformly random actions before the actor acts and updates begin"""
-    buffer_size: int = 1_000_000
-    """replay buffer capacity in transitions"""
-    batch_size: int = 256
-    """transitions per gradient update"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """Polyak averaging rate of the target networks"""
-    policy_lr: float = 1e-3
-    """learning rate of the actor (Adam)"""
-    value_lr: float = 1e-3
-    """learning rate of the critic(s) (Adam)"""
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of the actor and the critic"""
-    updates_per_step: int = 1
-    """gradient updates per environment step"""
-    update_every: int = 1
-    """run the updates in bursts: every N env steps do N * updates-per-step updates"""
-    target_update_interval: int = 1
-    """Polyak-update the targets every N actor updates"""
-
+    total_steps: PosInt = 1_000_000  # environment steps to train for
+    start_steps: NonNegInt = 5000  # steps of uniformly random actions before the actor acts and updates begin
+    buffer_size: PosInt = 1_000_000  # replay buffer capacity in transitions
+    batch_size: PosInt = 256  # transitions per gradient update
+    gamma: Discount = 0.99  # discount factor, in [0, 1)
+    tau: Fraction = 0.005  # Polyak averaging rate of the target networks
+    policy_lr: PosFloat = 1e-3  # learning rate of the actor (Adam)
+    value_lr: PosFloat = 1e-3  # learning rate of the critic(s) (Adam)
+    hidden_sizes: Sizes = (256, 256)  # hidden layer sizes of the actor and the critic
+    updates_per_step: PosInt = 1  # gradient updates per environment step
+    update_every: PosInt = 1  # run the updates in bursts: every N env steps do N * updates-per-step updates
+    target_update_interval: PosInt = 1  # Polyak-update the targets every N actor updates
     # --- exploration ---
-    noise_type: Literal["gaussian", "ou", "param"] = "gaussian"
-    """exploration noise: gaussian on actions, Ornstein-Uhlenbeck on actions, or adaptive parameter noise"""
-    noise_std: float = 0.1
-    """std of the action noise, as a fraction of the action range/2 (param: initial weight-noise std)"""
-    ou_theta: float = 0.15
-    """OU mean-reversion rate theta"""
-    ou_dt: float = 1e-2
-    """OU time step dt"""
-    param_noise_target_std: float = 0.2
-    """param noise: target distance between perturbed and clean actions (fraction of range/2)"""
-    param_noise_adapt_interval: int = 50
-    """param noise: adapt the weight-noise std every N steps"""
-    param_noise_adapt_coef: float = 1.01
-    """param noise: multiply or divide the weight-noise std by this factor when adapting"""
-
+    noise_type: str = "gaussian"  # gaussian | ou (Ornstein-Uhlenbeck) | param (adaptive parameter noise): NOISES
+    noise_std: NonNegFloat = 0.1  # std of the action noise, fraction of the action range/2 (param: initial std)
+    ou_theta: PosFloat = 0.15  # OU mean-reversion rate theta
+    ou_dt: PosFloat = 1e-2  # OU time step dt
+    param_noise_target_std: PosFloat = 0.2  # param noise: target distance of perturbed actions (fraction of range/2)
+    param_noise_adapt_interval: PosInt = 50  # param noise: adapt its std on learning steps divisible by N
+    param_noise_adapt_coef: AboveOne = 1.01  # param noise: multiply or divide its std by this factor
     # --- research options (all off by default: plain DDPG) ---
-    target_noise: float = 0.0
-    """target policy smoothing std (TD3), fraction of range/2; 0 = off"""
-    target_noise_clip: float = 0.5
-    """clip of the target smoothing noise, fraction of range/2"""
-    num_q: int = 1
-    """number of critics (1 = DDPG, 2 = TD3's twin critics)"""
-    q_reduce: Literal["min", "mean"] = "min"
-    """combine the critics: min (TD3: target uses the min, actor uses critic 0) or mean (both use the mean)"""
-    q_data_fraction: float = 1.0
-    """each critic trains on its own random fraction of every batch (1.0 = whole batch)"""
-    policy_delay: int = 1
-    """update the actor and the targets every N critic updates (TD3: 2)"""
-    actor_layer_norm: bool = False
-    """LayerNorm after each hidden linear layer of the actor"""
-    critic_layer_norm: bool = False
-    """LayerNorm after each hidden linear layer of the critic(s)"""
-    weights_init: Literal["torch", "xavier", "uniform"] = "torch"
-    """weight init: torch default, xavier uniform, or DDPG paper fan-in uniform (final layer +-3e-3)"""
-    bias_init: Literal["torch", "zeros", "uniform"] = "torch"
-    """bias init: torch default, zeros, or DDPG paper fan-in uniform (final layer +-3e-3)"""
-
+    target_noise: NonNegFloat = 0.0  # target policy smoothing std (TD3), fraction of range/2; 0 = off
+    target_noise_clip: NonNegFloat = 0.5  # clip of the target smoothing noise, fraction of range/2
+    num_q: PosInt = 1  # number of critics (1 = DDPG, 2 = TD3's twin critics)
+    q_reduce: Literal["min", "mean"] = "min"  # min (TD3: target takes the min, actor critic 0) or mean (both)
+    q_data_fraction: Fraction = 1.0  # each critic trains on its own random fraction of every batch
+    policy_delay: PosInt = 1  # update the actor and the targets every N critic updates (TD3: 2)
+    actor_layer_norm: bool = False  # LayerNorm after each hidden linear layer of the actor
+    critic_layer_norm: bool = False  # LayerNorm after each hidden linear layer of the critic(s)
+    weights_init: Literal["torch", "xavier", "uniform"] = "torch"  # uniform: DDPG paper's fan-in, last layer 3e-3
+    bias_init: Literal["torch", "zeros", "uniform"] = "torch"  # uniform: DDPG paper's fan-in, last layer 3e-3
     # --- evaluation and checkpoints ---
-    eval_every: int = 10_000
-    """evaluate the deterministic policy every N steps (and at the end)"""
-    eval_episodes: int = 10
-    """episodes per evaluation"""
-    save_every: int = 50_000
-    """write checkpoints/latest.pt every N steps"""
-    save_buffer: bool = False
-    """also store the replay buffer in latest.pt, for exact resume (large: see README)"""
-    resume: str | None = None
-    """continue a run: its folder or a checkpoint inside it"""
-    checkpoint: str | None = None
-    """checkpoint to evaluate with --eval-only"""
-    eval_only: bool = False
-    """only evaluate --checkpoint for --eval-episodes episodes and print mean and std"""
-    capture_video: bool = False
-    """record evaluation episodes to runs/<run>/videos/"""
-
+    eval_every: PosInt = 10_000  # evaluate the deterministic policy every N steps (and at the end)
+    eval_episodes: PosInt = 10  # episodes per evaluation
+    save_every: PosInt = 50_000  # write checkpoints/latest.pt every N steps
+    save_buffer: bool = False  # also store the replay buffer in latest.pt, for exact resume (large: see README)
+    resume: str | None = None  # continue a run: its folder or a checkpoint inside it
+    checkpoint: str | None = None  # checkpoint (or run folder) to evaluate with --eval-only
+    eval_only: bool = False  # only evaluate --checkpoint for --eval-episodes episodes and print mean and std
+    capture_video: bool = False  # record evaluation episodes to runs/<run>/videos/
     # --- logging ---
-    log_every: int = 1000
-    """log losses, Q values and steps/s every N steps (plain log lines when not on a terminal)"""
-    track: bool = False
-    """mirror the run to Weights & Biases"""
-    wandb_project: str = "ddpg"
-    """Weights & Biases project"""
-    wandb_entity: str | None = None
-    """Weights & Biases entity (team or user)"""
+    log_every: PosInt = 1000  # log losses, Q values and steps/s every N steps (plain lines when not on a terminal)
+    track: bool = False  # mirror the run to Weights & Biases
+    wandb_project: str = "ddpg"  # Weights & Biases project
+    wandb_entity: str | None = None  # Weights & Biases entity (team or user)
+
+    def __post_init__(self):
+        validate(self)  # the rules in the types above, and the few that tie two flags together
+
+
+# ==== THE ALGORITHM: networks, replay buffer, exploration noise, Bellman target, Polyak, the update and ====
+# ==== the training loop. Whatever else a run needs (checkpoints, logs, signals ...) is below train(). ====
+
+
+def init_(weight, bias, fan_in: int, fan_out: int, final: bool, weights_init: str, bias_init: str) -> None:
+    """torch: U(+-1/sqrt(fan_in)) (nn.Linear's default); xavier: U(+-sqrt(6 / (fan_in + fan_out)));
+    uniform: the DDPG paper's U(+-1/sqrt(fan_in)), U(+-3e-3) on the final layer (Q and mu start near 0)."""
+    fan_in_bound, xavier_bound = 1.0 / math.sqrt(fan_in), math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        w = xavier_bound if weights_init == "xavier" else 3e-3 if weights_init == "uniform" and final else fan_in_bound
+        weight.uniform_(-w, w)
+        b = 3e-3 if bias_init == "uniform" and final else fan_in_bound
+        bias.zero_() if bias_init == "zeros" else bias.uniform_(-b, b)
+
+
+class Actor(nn.Module):
+    """mu(s): the deterministic policy, squashed by tanh and scaled to the action bounds."""
+
+    def __init__(self, obs_dim, act_dim, hidden_sizes, low, high, layer_norm=False, weights_init="torch",
+                 bias_init="torch"):
+        super().__init__()
+        layers, sizes = [], [obs_dim, *hidden_sizes]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), *([nn.LayerNorm(n_out)] if layer_norm else []), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], act_dim), nn.Tanh())
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for i, m in enumerate(linears):
+            init_(m.weight, m.bias, m.in_features, m.out_features, i == len(linears) - 1, weights_init, bias_init)
+        # a = h * tanh(.) + c, h = (high - low) / 2, c = (high + low) / 2: [-1, 1] onto [low, high], asymmetric too
+        self.register_buffer("action_scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs) * self.action_scale + self.action_bias
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """mu(s) for one observation, numpy in and out (float64, like the bounds it is clipped to)."""
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.action_scale.device)
+        return self(obs).cpu().numpy().astype(np.float64)
+
+
+class QNetwork(nn.Module):
+    """N critics Q_i(s, a) as one batched ensemble (N = 1 is DDPG's critic): layer k of all N critics is one
+    weight tensor (N, in, out), so a forward pass is a few batched matmuls. Returns Q values of shape (N, B)."""
+
+    def __init__(self, obs_dim, act_dim, hidden_sizes, num_q=1, layer_norm=False, weights_init="torch",
+                 bias_init="torch"):
+        super().__init__()
+        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
+        self.num_q, self.layer_norm = num_q, layer_norm
+        self.weights = nn.ParameterList([nn.Parameter(torch.empty(num_q, i, o)) for i, o in zip(sizes[:-1], sizes[1:])])
+        self.biases = nn.ParameterList([nn.Parameter(torch.empty(num_q, 1, o)) for o in sizes[1:]])
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            init_(w, b, w.shape[1], w.shape[2], k == len(self.weights) - 1, weights_init, bias_init)
+        if layer_norm:  # per-critic LayerNorm gain and shift, one pair per hidden layer
+            self.ln_weights = nn.ParameterList([nn.Parameter(torch.ones(num_q, 1, h)) for h in hidden_sizes])
+            self.ln_biases = nn.ParameterList([nn.Parameter(torch.zeros(num_q, 1, h)) for h in hidden_sizes])
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        d = (lambda t: t.detach()) if detach_params else (lambda t: t)  # grads reach the action only
+        x = torch.cat([obs, act], dim=-1).unsqueeze(0)  # (1, B, obs+act), broadcast to N critics
+        if self.num_q > 1:
+            x = x.expand(self.num_q, -1, -1)
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(d(b), x, d(w))  # x @ W + b for every critic at once
+            if k < len(self.weights) - 1:
+                if self.layer_norm:
+                    x = F.layer_norm(x, x.shape[-1:]) * d(self.ln_weights[k]) + d(self.ln_biases[k])
+                x = F.relu(x, inplace=True)  # the matmul's output is not needed for its backward
+        return x.squeeze(-1)
+
+
+# Transitions (s, a, r, terminated, s'), batch first; terminated is 0 after a time-limit truncation.
+Batch = namedtuple("Batch", "obs act rew terminated next_obs")
+
+
+class ReplayBuffer:
+    """Transitions in preallocated tensors on the training device. The layout, in slots:
+    - a transition starting in slot i holds s, a, r, terminated in slot i, and its s' is the obs of slot
+      i+1 (mod capacity): each observation is stored once. valid[i] marks the slots that start one.
+    - within an episode, transitions fill consecutive slots, so the continuation of the transition in
+      slot i is the one in slot i+1, when valid[i+1] (successor()). The last s' of an episode keeps a
+      slot of its own (valid False) and the next episode starts after it; new_episode() also skips a
+      slot when an episode is cut short without its last s' (a resume that cannot restore it).
+    - writing wraps around at capacity, overwriting the oldest slots; high is how many slots hold data."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
+        self.capacity, self.device = capacity, device
+        self.obs = torch.zeros(capacity, obs_dim, dtype=torch.float32, device=device)
+        self.actions = torch.zeros(capacity, act_dim, dtype=torch.float32, device=device)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
+        self.terminated = torch.zeros(capacity, dtype=torch.float32, device=device)
+        self.valid = torch.zeros(capacity, dtype=torch.bool, device=device)  # slot starts a transition
+        self.pos, self.high, self.added = 0, 0, 0  # next slot to write; slots [0, high) written; transitions
+
+    def add(self, obs, action, reward: float, terminated: bool, next_obs, episode_end: bool) -> None:
+        i, j = self.pos, (self.pos + 1) % self.capacity
+        self.obs[i] = torch.as_tensor(obs, device=self.device)
+        self.actions[i] = torch.as_tensor(action, device=self.device)
+        self.rewards[i] = float(reward)
+        self.terminated[i] = float(terminated)  # only true terminations, never time-limit truncations
+        self.valid[i] = True
+        self.obs[j] = torch.as_tensor(next_obs, device=self.device)
+        self.valid[j] = False  # holds s' only, until the next transition starts there
+        self.pos = (j + 1) % self.capacity if episode_end else j  # an episode's last s' keeps slot j
+        self.high = max(self.high, j + 1, i + 1)
+        self.added += 1
+
+    def new_episode(self) -> None:  # the previous episode was cut short: start the next one in a fresh slot
+        if self.added:  # the skipped slot may start an older lap's transition whose s' is about to be overwritten
+            self.valid[self.pos] = False
+            self.pos = (self.pos + 1) % self.capacity
+
+    def successor(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For transitions in slots idx: the slot of the next transition of the same episode (the
+        slot of s'), and whether there is one (False after an episode's last transition)."""
+        next_idx = (idx + 1) % self.capacity
+        return next_idx, self.valid[next_idx]
+
+    def sample(self, batch_size: int) -> Batch:
+        """Uniform over stored transitions (rejection of the slots that only hold a last s')."""
+        idx = torch.randint(self.high, (batch_size,), device=self.device)
+        bad = ~self.valid[idx]
+        while bad.any():
+            idx[bad] = torch.randint(self.high, (int(bad.sum()),), device=self.device)
+            bad = ~self.valid[idx]
+        next_idx, _ = self.successor(idx)
+        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.terminated[idx], self.obs[next_idx])
+
+
+class Noise:
+    """Exploration, one interface for every process: explore() picks the action to take, reset() runs at
+    every episode start, adapt() after every round of updates. Action noises add h * eps to mu(s)."""
+
+    def __init__(self, scale: np.ndarray):
+        self.scale = scale  # h = (high - low) / 2: noise is in units of the action's half-range
+
+    def explore(self, actor: Actor, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return actor.act(obs) + self.sample(rng) * self.scale  # a = mu(s) + h * eps (the loop clips it)
+
+    def reset(self, actor: Actor, rng: np.random.Generator) -> None: ...  # at every episode start
+    def adapt(self, step: int, actor: Actor, buffer: ReplayBuffer) -> None: ...  # after every round of updates
+    def metrics(self) -> dict: return {}  # values to log
+    def state_dict(self) -> dict: return {}  # what a checkpoint keeps
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class GaussianNoise(Noise):
+    """eps ~ N(0, sigma^2), independent every step (as in TD3)."""
+
+    def __init__(self, scale: np.ndarray, sigma: float):
+        super().__init__(scale)
+        self.sigma = sigma
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.normal(0.0, self.sigma, len(self.scale))
+
+
+class OUNoise(Noise):
+    """Ornstein-Uhlenbeck process, the DDPG paper's temporally correlated exploration. Stationary std
+    sigma / sqrt(2 theta - theta^2 dt) ~ sigma / sqrt(2 theta); back to mu at every episode start."""
+
+    def __init__(self, scale: np.ndarray, sigma: float, theta: float, dt: float, mu: float = 0.0):
+        super().__init__(scale)
+        self.sigma, self.theta, self.dt, self.mu = sigma, theta, dt, mu
+        self.x = np.full(len(scale), mu)
+
+    def reset(self, actor: Actor, rng: np.random.Generator) -> None:
+        self.x = np.full(len(self.scale), self.mu)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        # x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1): correlated in time, like inertia
+        eps = rng.standard_normal(len(self.x))
+        self.x = self.x + (self.theta * (self.mu - self.x) * self.dt + self.sigma * math.sqrt(self.dt) * eps)
+        return self.x
+
+    def state_dict(self) -> dict: return {"x": self.x.copy()}
+    def load_state_dict(self, state: dict) -> None: self.x = np.asarray(state["x"], dtype=np.float64).copy()
+
+
+class ParamNoise(Noise):
+    """Adaptive parameter-space noise (Plappert et al. 2017): a copy of the actor with Gaussian noise on its weights
+    (re-drawn at every episode start; LayerNorm stays clean) acts. On learning steps divisible by `interval` that
+    run updates, d = sqrt(mean(((mu~(s) - mu(s)) / h)^2)) steers it: std <- std / coef if d > target_std else * coef."""
+
+    def __init__(self, actor: Actor, init_std: float, target_std: float, coef: float, interval: int, batch_size: int):
+        self.std, self.target_std, self.coef = init_std, target_std, coef
+        self.interval, self.batch_size = interval, batch_size
+        self.perturbed = copy.deepcopy(actor).requires_grad_(False)  # acts in the environment
+        self.probe = copy.deepcopy(actor).requires_grad_(False)  # measures the distance
+        self.distance = float("nan")
+
+    @torch.no_grad()
+    def perturb(self, actor: Actor, into: Actor) -> None:
+        for src, dst in zip(actor.modules(), into.modules()):
+            if isinstance(src, nn.Linear):  # theta~ = theta + std * N(0, I); LayerNorm and the scaling stay clean
+                dst.weight.copy_(src.weight + self.std * torch.randn_like(src.weight))
+                dst.bias.copy_(src.bias + self.std * torch.randn_like(src.bias))
+            elif isinstance(src, nn.LayerNorm):
+                dst.load_state_dict(src.state_dict())
+
+    def explore(self, actor: Actor, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.perturbed.act(obs)  # a = mu~(s)
+
+    def reset(self, actor: Actor, rng: np.random.Generator) -> None:
+        self.perturb(actor, self.perturbed)  # one perturbation for the whole episode
+
+    @torch.no_grad()
+    def adapt(self, step: int, actor: Actor, buffer: ReplayBuffer) -> None:
+        if step % self.interval == 0:  # the same weight noise moves the actions more or less as the actor trains
+            obs = buffer.sample(self.batch_size).obs
+            self.perturb(actor, self.probe)
+            self.distance = ((self.probe(obs) - actor(obs)) / actor.action_scale).pow(2).mean().sqrt().item()
+            self.std = self.std / self.coef if self.distance > self.target_std else self.std * self.coef
+
+    def metrics(self) -> dict: return {"noise/param_std": self.std, "noise/param_distance": self.distance}
+    def state_dict(self) -> dict:
+        return {"std": self.std, "distance": self.distance, "perturbed": self.perturbed.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.std, self.distance = state["std"], state["distance"]
+        self.perturbed.load_state_dict(state["perturbed"])
+
+
+NOISES = {  # --noise-type -> its process: a new process is one class above and one line here
+    "gaussian": lambda args, actor, scale: GaussianNoise(scale, args.noise_std),
+    "ou": lambda args, actor, scale: OUNoise(scale, args.noise_std, args.ou_theta, args.ou_dt),
+    "param": lambda args, actor, scale: ParamNoise(actor, args.noise_std, args.param_noise_target_std,
+                                                   args.param_noise_adapt_coef, args.param_noise_adapt_interval,
+                                                   args.batch_size),
+}
+
+
+def bellman_target(rew: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
+    # y = r + gamma * (1 - terminated) * Q'(s', mu'(s')); a truncated s' still has a future
+    return rew + gamma * (1.0 - terminated) * next_q
+
+
+@torch.no_grad()
+def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], tau: float) -> None:
+    # theta' <- tau * theta + (1 - tau) * theta': targets trail the online nets, so y moves slowly
+    torch._foreach_lerp_(target, online, tau)
+
+
+# One update's numbers, as tensors (reading them waits for the device); actor_loss is the last actor update's.
+Metrics = namedtuple("Metrics", "q_loss q_mean actor_loss")
+
+
+class Learner(nn.Module):
+    """The four networks of DDPG, their Adam optimizers, and one gradient update."""
+
+    def __init__(self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, args: Args,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        self.args, kw = args, dict(weights_init=args.weights_init, bias_init=args.bias_init)
+        self.actor = Actor(obs_dim, act_dim, args.hidden_sizes, low, high, args.actor_layer_norm, **kw)
+        self.critic = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.num_q, args.critic_layer_norm, **kw)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)  # targets start as exact copies
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+        self.to(device)
+        fused = dict(fused=True) if torch.device(device).type in ("cpu", "cuda") else {}  # one kernel per network
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=args.policy_lr, **fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=args.value_lr, **fused)
+        self.online = list(self.actor.parameters()) + list(self.critic.parameters())
+        self.target = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+        self.n_updates, self.n_actor_updates = 0, 0  # critic updates, actor updates
+        self.last_actor_loss = torch.zeros((), device=device)
+
+    def critic_loss(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.args
+        with torch.no_grad():  # y is a fixed regression label: no gradient through the targets
+            next_act = self.actor_target(b.next_obs)  # mu'(s')
+            if a.target_noise > 0:  # TD3 smoothing: a' = clip(mu'(s') + h * clip(eps, -c, c), low, high)
+                eps = (torch.randn_like(next_act) * a.target_noise).clamp(-a.target_noise_clip, a.target_noise_clip)
+                next_act = (next_act + eps * self.actor.action_scale).clamp(self.low, self.high)
+            next_q = self.critic_target(b.next_obs, next_act)  # Q'_i(s', a'), shape (N, B)
+            # min_i Q'_i (TD3's clipped double Q, against overestimation) or mean_i Q'_i; N = 1: Q'
+            next_q = next_q.min(0).values if a.q_reduce == "min" else next_q.mean(0)
+            y = bellman_target(b.rew, b.terminated, next_q, a.gamma)
+        q = self.critic(b.obs, b.act)  # (N, B)
+        td_error2 = (q - y).pow(2)
+        if a.q_data_fraction < 1.0:  # each critic fits its own random k of the batch, to keep their errors apart
+            k = round(a.q_data_fraction * b.obs.shape[0])
+            td_error2 = td_error2.gather(1, torch.rand(q.shape, device=q.device).argsort(dim=1)[:, :k])
+        return td_error2.mean(1).sum(), q  # L = sum_i mean_b (Q_i(s, a) - y)^2
+
+    def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
+        # DPG: grad J = E[grad_theta mu(s) * grad_a Q(s, a) at a = mu(s)], the autograd of -Q(s, mu(s))
+        q = self.critic(obs, self.actor(obs), detach_params=True)  # grads reach mu(s), not the critic
+        q = q[0] if self.args.q_reduce == "min" else q.mean(0)  # TD3 trains the actor on critic 0
+        return -q.mean()  # L = -mean_b Q(s, mu(s))
+
+    def update(self, batch: Batch) -> Metrics:
+        """A critic update; every policy_delay-th one an actor update; every target_update_interval-th of those Polyak."""
+        q_loss, q = self.critic_loss(batch)
+        self.critic_opt.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.critic_opt.step()
+        self.n_updates += 1
+        if self.n_updates % self.args.policy_delay == 0:  # policy delay (TD3): let the critic settle first
+            actor_loss = self.actor_loss(batch.obs)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            self.n_actor_updates += 1
+            self.last_actor_loss = actor_loss.detach()
+            if self.n_actor_updates % self.args.target_update_interval == 0:
+                polyak_update(self.online, self.target, self.args.tau)
+        return Metrics(q_loss.detach(), q.detach().mean(), self.last_actor_loss)
+
+
+def train(args: Args, run: Run) -> None:
+    """DDPG's loop: act, step, store, learn. `run`, made (or resumed) by setup() below, logs, evaluates and saves."""
+    env, learner, buffer, noise, rng = run.env, run.learner, run.buffer, run.noise, run.rng
+    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    s = run.state  # step, episode, obs, episode return and length: what a checkpoint restores
+    metrics = None
+    while s.step < args.total_steps:
+        s.step += 1
+        learning = s.step > args.start_steps and buffer.added >= run.refill_until
+        t_step = time.time()
+
+        # 1. act: uniform random in the warm-up (broad data for the first critic), then clip(mu(s) + noise)
+        if s.step <= args.start_steps:
+            action = rng.uniform(low, high)
+        else:
+            action = np.clip(noise.explore(learner.actor, s.obs, rng), low, high)
+
+        # 2. step and store: only `terminated` zeroes the bootstrap; a time-limit truncation just ends it
+        next_obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+        buffer.add(s.obs, action, reward, terminated, next_obs, episode_end=terminated or truncated)
+        s.obs, s.ep_return, s.ep_length = next_obs, s.ep_return + float(reward), s.ep_length + 1
+        if terminated or truncated:
+            run.end_episode()  # logs its return and length
+            s.obs, _ = env.reset()
+            noise.reset(learner.actor, rng)  # OU back to mu; parameter noise draws a new perturbation
+
+        # 3. learn: every update_every steps, update_every * updates_per_step gradient updates
+        if learning and s.step % args.update_every == 0:
+            for _ in range(args.update_every * args.updates_per_step):
+                metrics = learner.update(buffer.sample(args.batch_size))
+            if run.diverged(metrics):  # a non-finite loss: stop before a checkpoint saves bad weights
+                return
+            noise.adapt(s.step, learner.actor, buffer)  # parameter noise steers its std; others do nothing
+        if learning:
+            run.count_learning_step(time.time() - t_step)
+
+        # 4. log, evaluate, save, stop
+        run.log(metrics)  # every --log-every steps
+        run.maybe_evaluate()  # every --eval-every steps and at the last one
+        run.maybe_save()  # every --save-every steps
+        if run.stop_requested():  # Ctrl-C or SIGTERM: stop between two steps, the run saves on its way out
+            return
+
+
+# ==== THE PLUMBING: flag validation, environments, evaluation, checkpoints, logging, signals, setting ====
+# ==== up and finishing a run, eval-only, main. Nothing below this line changes what DDPG computes.    ====
+
+
+class Rule(NamedTuple):  # a flag's constraint, carried by its type; validate() checks every flag's rules
+    ok: Callable[[object], bool]
+    text: str  # what the error line says after the flag's name; {} is the value
+
+
+PosInt = Annotated[int, Rule(lambda v: v > 0, "must be positive, got {}")]
+NonNegInt = Annotated[int, Rule(lambda v: v >= 0, "must be >= 0, got {}")]
+PosFloat = Annotated[float, Rule(lambda v: v > 0, "must be positive, got {}")]
+NonNegFloat = Annotated[float, Rule(lambda v: v >= 0, "must be >= 0, got {}")]
+Fraction = Annotated[float, Rule(lambda v: 0 < v <= 1, "must be in (0, 1], got {}")]
+Sizes = Annotated[tuple[int, ...], Rule(lambda v: len(v) > 0 and min(v) > 0, "must be positive integers, got {}")]
+Seed = Annotated[int, Rule(lambda v: 0 <= v < 2**32, "must be in [0, 2**32), got {}")]  # numpy's seed range
+Discount = Annotated[float, Rule(lambda v: 0 <= v < 1, "must be in [0, 1), got {}")]
+AboveOne = Annotated[float, Rule(lambda v: v > 1, "must be > 1, got {}")]
 
 
 class UserError(Exception):
     """Bad input: main() prints it as one 'error:' line and exits with code 2."""
 
 
-# Flags that fix a network's shape: a checkpoint must agree with them.
-ARCHITECTURE_FLAGS = ("env_id", "hidden_sizes", "num_q", "actor_layer_norm", "critic_layer_norm")
-
-
-def check_args(args: Args) -> None:
-    """Refuse nonsense hyperparameters before anything is created."""
-    positive_ints = ["total_steps", "buffer_size", "batch_size", "updates_per_step", "update_every",
-                     "target_update_interval", "eval_every", "eval_episodes", "save_every", "log_every",
-                     "num_q", "policy_delay", "param_noise_adapt_interval"]
-    for name in positive_ints:
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    floats = ["gamma", "tau", "policy_lr", "value_lr", "noise_std", "ou_theta", "ou_dt", "param_noise_target_std",
-              "param_noise_adapt_coef", "target_noise", "target_noise_clip", "q_data_fraction"]
-    for name in floats:
-        if not math.isfinite(getattr(args, name)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
-    for name in ["policy_lr", "value_lr", "ou_theta", "ou_dt", "param_noise_target_std"]:
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["noise_std", "target_noise", "target_noise_clip"]:
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not 0.0 <= args.gamma < 1.0 or not 0.0 < args.tau <= 1.0:
-        raise UserError(f"need 0 <= --gamma < 1 and 0 < --tau <= 1, got gamma={args.gamma}, tau={args.tau}")
-    if not 0.0 < args.q_data_fraction <= 1.0:
-        raise UserError(f"--q-data-fraction must be in (0, 1], got {args.q_data_fraction}")
+def validate(args: Args) -> None:
+    """Every flag against the rules in its type (finite floats first), then the rules that tie flags."""
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for field in dataclasses.fields(args):
+        value, flag = getattr(args, field.name), "--" + field.name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+        hint = hints[field.name]  # Rule-annotated, or Optional[Rule-annotated]
+        for rule in [m for t in (hint, *typing.get_args(hint)) for m in getattr(t, "__metadata__", ())]:
+            if value is not None and not rule.ok(value):
+                raise UserError(f"{flag} {rule.text.format(value)}")
+    if args.noise_type not in NOISES:
+        raise UserError(f"--noise-type must be one of {', '.join(NOISES)}, got {args.noise_type!r}")
     if round(args.q_data_fraction * args.batch_size) < 1:
         raise UserError("--q-data-fraction * --batch-size must leave each critic at least one sample")
-    if args.param_noise_adapt_coef <= 1.0:
-        raise UserError(f"--param-noise-adapt-coef must be > 1, got {args.param_noise_adapt_coef}")
     if args.ou_theta * args.ou_dt >= 1.0:
         raise UserError("--ou-theta * --ou-dt must be < 1 for the OU process to be stable")
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        raise UserError(f"--hidden-sizes must be positive integers, got {args.hidden_sizes}")
-    if args.start_steps < 0 or args.torch_threads < 0:
-        raise UserError("--start-steps and --torch-threads must be >= 0")
-    if args.torch_threads > (os.cpu_count() or 1):  # thousands of threads crash torch (segfault)
-        raise UserError(f"--torch-threads {args.torch_threads} is more than this machine's {os.cpu_count()} CPUs")
-    if not 0 <= args.seed < 2**32:  # numpy's global seed range
-        raise UserError(f"--seed must be in [0, 2**32), got {args.seed}")
-    if args.max_episode_steps is not None and args.max_episode_steps <= 0:
-        raise UserError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
     if args.batch_size > args.buffer_size:
         raise UserError(f"--batch-size ({args.batch_size}) is larger than --buffer-size ({args.buffer_size})")
     if args.start_steps < args.batch_size and not (args.eval_only or args.resume):
@@ -216,40 +497,51 @@ def check_args(args: Args) -> None:
                         "the first updates would sample from too few transitions")
     if not args.env_id.strip():
         raise UserError("--env-id is empty")
-    if not args.exp_name or not re.fullmatch(r"[\w.+-]+", args.exp_name):
+    if not re.fullmatch(r"[\w.+-]+", args.exp_name):
         raise UserError(f"--exp-name must be letters, digits, '.', '+', '-' or '_', got {args.exp_name!r}")
     if args.eval_only and not args.checkpoint:
         raise UserError("--eval-only needs --checkpoint PATH")
 
 
+class FlagParser(argparse.ArgumentParser):
+    """Args's flags in plain argparse, only to say in one line why tyro rejected a command line
+    (tyro draws a box of several lines). error() is argparse's documented hook."""
+
+    def __init__(self):
+        super().__init__(prog="ddpg.py", add_help=False, allow_abbrev=False)
+        hints = typing.get_type_hints(Args)
+        for field in dataclasses.fields(Args):
+            t, flag = hints[field.name], "--" + field.name.replace("_", "-")
+            if t is bool:
+                self.add_argument(flag, action=argparse.BooleanOptionalAction)
+            elif typing.get_origin(t) is Literal:
+                self.add_argument(flag, choices=typing.get_args(t))
+            elif typing.get_origin(t) is tuple:
+                self.add_argument(flag, type=int, nargs="*")
+            else:
+                self.add_argument(flag, type=next(c for c in (int, float, str) if c is t or c in typing.get_args(t)))
+
+    def error(self, message: str):
+        raise UserError(message)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[Args, set[str]]:
-    """tyro parses the flags; its boxed errors become one 'error:' line. Returns the args and the
-    names of the flags given explicitly (they must agree with a checkpoint's)."""
-    argv = sys.argv[1:] if argv is None else argv
-    captured = io.StringIO()
+    """The Args of a command line (tyro; --help is its), and the names of the flags given explicitly
+    (they must agree with a checkpoint's)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with contextlib.redirect_stderr(captured):
+        with contextlib.redirect_stderr(io.StringIO()):  # tyro's error box: FlagParser says it in one line
             args = tyro.cli(Args, args=argv)
     except SystemExit as e:
-        if e.code in (0, None):
+        if e.code in (0, None):  # --help
             raise
-        lines = [ln.strip(" │╭╮╰╯─\n") for ln in captured.getvalue().splitlines()]
-        message = []
-        for ln in lines[1:]:  # lines[0] is the box's title line
-            if not ln or "For full helptext" in ln:
-                break
-            message.append(ln)
-        title = lines[0] if lines else "invalid arguments"
-        text = " ".join(message)
-        raise UserError(text if text.startswith(title) else f"{title}: {text}" if text else title) from None
+        FlagParser().parse_args(argv)
+        raise UserError(f"invalid arguments: {' '.join(argv)} (python ddpg.py --help lists the flags)") from None
     given = {re.sub(r"^no-", "", a[2:].split("=")[0]).replace("-", "_") for a in argv if a.startswith("--")}
     return args, given
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment helpers
-# ---------------------------------------------------------------------------------------------
-
+# --- environments ---
 
 def resolve_env_id(env_id: str) -> None:
     """Make sure env_id is registered (PyBullet ids register on import), else suggest close ids."""
@@ -307,364 +599,23 @@ def env_state_picklable(env: gym.Env) -> bool:
     return not isinstance(u, gym.utils.EzPickle) and not type(u).__module__.startswith("pybullet")
 
 
-# ---------------------------------------------------------------------------------------------
-# Networks
-# ---------------------------------------------------------------------------------------------
-
-
-def init_(weight: torch.Tensor, bias: torch.Tensor, fan_in: int, fan_out: int, final: bool,
-          weights_init: str, bias_init: str) -> None:
-    """Initialise one layer in place.
-    torch:   U(+-1/sqrt(fan_in)) for weights and biases (what nn.Linear's default amounts to)
-    xavier:  U(+-sqrt(6 / (fan_in + fan_out))) (Glorot & Bengio 2010)
-    uniform: the DDPG paper's U(+-1/sqrt(fan_in)), and U(+-3e-3) for the final layer so that
-             the initial actions and Q values are near zero (Lillicrap et al. 2015, sec. 7)."""
-    fan_in_bound = 1.0 / math.sqrt(fan_in)
-    with torch.no_grad():
-        if weights_init == "xavier":
-            weight.uniform_(-math.sqrt(6.0 / (fan_in + fan_out)), math.sqrt(6.0 / (fan_in + fan_out)))
-        else:
-            bound = 3e-3 if (weights_init == "uniform" and final) else fan_in_bound
-            weight.uniform_(-bound, bound)
-        if bias_init == "zeros":
-            bias.zero_()
-        else:
-            bound = 3e-3 if (bias_init == "uniform" and final) else fan_in_bound
-            bias.uniform_(-bound, bound)
-
-
-class Actor(nn.Module):
-    """mu(s): the deterministic policy, squashed by tanh and scaled to the action bounds."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, low, high, layer_norm=False,
-                 weights_init="torch", bias_init="torch"):
-        super().__init__()
-        layers, sizes = [], [obs_dim, *hidden_sizes]
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers.append(nn.Linear(n_in, n_out))
-            if layer_norm:
-                layers.append(nn.LayerNorm(n_out))
-            layers.append(nn.ReLU(inplace=True))  # in place: one activation buffer fewer per layer
-        layers += [nn.Linear(sizes[-1], act_dim), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-        linears = [m for m in self.net if isinstance(m, nn.Linear)]
-        for i, m in enumerate(linears):
-            init_(m.weight, m.bias, m.in_features, m.out_features, i == len(linears) - 1, weights_init, bias_init)
-        # a = scale * tanh(.) + bias maps [-1, 1] onto [low, high], asymmetric bounds included
-        self.register_buffer("action_scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
-        self.register_buffer("action_bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs) * self.action_scale + self.action_bias
-
-
-class QNetwork(nn.Module):
-    """N critics Q_i(s, a), evaluated as one batched ensemble (N = 1 is DDPG's single critic).
-
-    Layer k of all N critics is one weight tensor of shape (N, in, out), so a forward pass is a
-    few batched matmuls instead of a Python loop over critics. Returns Q values of shape (N, B)."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, num_q=1, layer_norm=False,
-                 weights_init="torch", bias_init="torch"):
-        super().__init__()
-        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
-        self.num_q, self.layer_norm = num_q, layer_norm
-        self.weights = nn.ParameterList([nn.Parameter(torch.empty(num_q, i, o)) for i, o in zip(sizes[:-1], sizes[1:])])
-        self.biases = nn.ParameterList([nn.Parameter(torch.empty(num_q, 1, o)) for o in sizes[1:]])
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            init_(w, b, w.shape[1], w.shape[2], k == len(self.weights) - 1, weights_init, bias_init)
-        if layer_norm:  # per-critic LayerNorm gain and shift, one pair per hidden layer
-            self.ln_weights = nn.ParameterList([nn.Parameter(torch.ones(num_q, 1, h)) for h in hidden_sizes])
-            self.ln_biases = nn.ParameterList([nn.Parameter(torch.zeros(num_q, 1, h)) for h in hidden_sizes])
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        # detach_params: gradients flow to the action only (the actor's loss needs no critic grads)
-        d = (lambda t: t.detach()) if detach_params else (lambda t: t)
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0)  # (1, B, obs+act), broadcast to N critics
-        if self.num_q > 1:
-            x = x.expand(self.num_q, -1, -1)
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(d(b), x, d(w))  # x @ W + b for every critic at once
-            if k < last:
-                if self.layer_norm:
-                    x = F.layer_norm(x, x.shape[-1:]) * d(self.ln_weights[k]) + d(self.ln_biases[k])
-                x = F.relu(x, inplace=True)  # the matmul's output is not needed for its backward
-        return x.squeeze(-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Replay buffer
-# ---------------------------------------------------------------------------------------------
-
-
-class ReplayBuffer:
-    """Transitions (s, a, r, terminated, s') in preallocated tensors on the training device.
-
-    Each observation is stored once: the next observation of the transition that starts in slot
-    i is the observation in slot i+1. When an episode ends, its last observation keeps a slot of
-    its own, marked not to be sampled as a start, and the next episode begins after it."""
-
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
-        self.capacity, self.device = capacity, device
-        self.obs = torch.zeros(capacity, obs_dim, dtype=torch.float32, device=device)
-        self.actions = torch.zeros(capacity, act_dim, dtype=torch.float32, device=device)
-        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
-        self.terminated = torch.zeros(capacity, dtype=torch.float32, device=device)
-        self.valid = torch.zeros(capacity, dtype=torch.bool, device=device)  # slot starts a transition
-        self.pos = 0  # slot of the next transition's observation
-        self.high = 0  # slots [0, high) have been written
-        self.added = 0  # transitions added since creation (or since a resume)
-
-    def add(self, obs, action, reward: float, terminated: bool, next_obs, episode_end: bool) -> None:
-        i, j = self.pos, (self.pos + 1) % self.capacity
-        self.obs[i] = torch.as_tensor(obs, device=self.device)
-        self.actions[i] = torch.as_tensor(action, device=self.device)
-        self.rewards[i] = float(reward)
-        self.terminated[i] = float(terminated)  # only true terminations, never time-limit truncations
-        self.valid[i] = True
-        self.obs[j] = torch.as_tensor(next_obs, device=self.device)
-        self.valid[j] = False  # holds s' only, until the next transition starts there
-        self.pos = (j + 1) % self.capacity if episode_end else j  # an episode's last s' keeps slot j
-        self.high = max(self.high, j + 1, i + 1)
-        self.added += 1
-
-    def new_episode(self) -> None:
-        """Start the next transition in a fresh slot (the previous episode was cut short)."""
-        if self.added:
-            # the skipped slot may hold an older lap's transition whose s' is about to be overwritten
-            self.valid[self.pos] = False
-            self.pos = (self.pos + 1) % self.capacity
-
-    def sample(self, batch_size: int):
-        """Uniform over stored transitions (rejection of the slots that only hold a last s')."""
-        idx = torch.randint(self.high, (batch_size,), device=self.device)
-        bad = ~self.valid[idx]
-        while bad.any():
-            idx[bad] = torch.randint(self.high, (int(bad.sum()),), device=self.device)
-            bad = ~self.valid[idx]
-        next_idx = (idx + 1) % self.capacity  # s' is stored once: the next slot's observation
-        return self.obs[idx], self.actions[idx], self.rewards[idx], self.terminated[idx], self.obs[next_idx]
-
-    def state_dict(self) -> dict:
-        n = self.high
-        # copy=True: torch.save of a slice would write the whole preallocated storage (all capacity slots)
-        cut = lambda t: t[:n].to("cpu", copy=True)  # noqa: E731
-        return {"obs": cut(self.obs), "actions": cut(self.actions), "rewards": cut(self.rewards),
-                "terminated": cut(self.terminated), "valid": cut(self.valid),
-                "pos": self.pos, "high": self.high, "added": self.added, "capacity": self.capacity}
-
-    def load_state_dict(self, state: dict) -> None:
-        n = state["high"]
-        if state["capacity"] != self.capacity:
-            raise UserError(f"saved buffer has capacity {state['capacity']}, --buffer-size is {self.capacity}")
-        for name in ["obs", "actions", "rewards", "terminated", "valid"]:
-            getattr(self, name)[:n] = state[name].to(self.device)
-        self.pos, self.high, self.added = state["pos"], state["high"], state["added"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Exploration noise
-# ---------------------------------------------------------------------------------------------
-
-
-class GaussianNoise:
-    """Independent N(0, sigma^2) per step: DDPG's simplest exploration (as used by TD3)."""
-
-    def __init__(self, size: int, sigma: float):
-        self.size, self.sigma = size, sigma
-
-    def reset(self) -> None:
-        pass
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.normal(0.0, self.sigma, self.size)  # eps ~ N(0, sigma^2), independent every step
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class OUNoise:
-    """Ornstein-Uhlenbeck process, the DDPG paper's temporally correlated exploration:
-    x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1).
-    Its stationary std is sigma / sqrt(2 * theta - theta^2 * dt) ~ sigma / sqrt(2 * theta).
-    The state returns to mu at the start of every episode."""
-
-    def __init__(self, size: int, sigma: float, theta: float, dt: float, mu: float = 0.0):
-        self.size, self.sigma, self.theta, self.dt, self.mu = size, sigma, theta, dt, mu
-        self.x = np.full(size, mu)
-
-    def reset(self) -> None:
-        self.x = np.full(self.size, self.mu)
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        # x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1): correlated in time, like inertia
-        dx = self.theta * (self.mu - self.x) * self.dt + self.sigma * math.sqrt(self.dt) * rng.standard_normal(self.size)
-        self.x = self.x + dx
-        return self.x
-
-    def state_dict(self) -> dict:
-        return {"x": self.x.copy()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.x = np.asarray(state["x"], dtype=np.float64).copy()
-
-
-class ParamNoise:
-    """Adaptive parameter-space noise (Plappert et al. 2017, arXiv:1706.01905).
-
-    A copy of the actor with Gaussian noise on its weights acts in the environment; the copy is
-    re-drawn at every episode start. Every few steps the noise std adapts so that the distance
-    d = sqrt(mean((mu_perturbed(s) - mu(s))^2)), in units of range/2, tracks a target:
-    std <- std / coef if d > target else std * coef. LayerNorm parameters are never perturbed."""
-
-    def __init__(self, actor: Actor, init_std: float, target_std: float, coef: float):
-        self.std, self.target_std, self.coef = init_std, target_std, coef
-        self.perturbed = copy.deepcopy(actor).requires_grad_(False)  # acts in the environment
-        self.probe = copy.deepcopy(actor).requires_grad_(False)  # measures the distance
-        self.distance = float("nan")
-
-    @torch.no_grad()
-    def perturb(self, actor: Actor, into: Actor) -> None:
-        for src, dst in zip(actor.modules(), into.modules()):
-            if isinstance(src, nn.Linear):  # LayerNorm and the action scaling stay clean
-                dst.weight.copy_(src.weight + self.std * torch.randn_like(src.weight))
-                dst.bias.copy_(src.bias + self.std * torch.randn_like(src.bias))
-            elif isinstance(src, nn.LayerNorm):
-                dst.load_state_dict(src.state_dict())
-
-    def reset(self, actor: Actor) -> None:
-        self.perturb(actor, self.perturbed)  # theta~ = theta + std * N(0, I), fixed for the whole episode
-
-    @torch.no_grad()
-    def adapt(self, actor: Actor, obs: torch.Tensor) -> float:
-        self.perturb(actor, self.probe)
-        diff = (self.probe(obs) - actor(obs)) / actor.action_scale
-        self.distance = diff.pow(2).mean().sqrt().item()  # d = sqrt(mean(((mu~(s) - mu(s)) / h)^2))
-        # weight noise means more or less in action space as the actor trains: steer d to the target
-        self.std = self.std / self.coef if self.distance > self.target_std else self.std * self.coef
-        return self.distance
-
-    def state_dict(self) -> dict:
-        return {"std": self.std, "distance": self.distance, "perturbed": self.perturbed.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.std, self.distance = state["std"], state["distance"]
-        self.perturbed.load_state_dict(state["perturbed"])
-
-
-# ---------------------------------------------------------------------------------------------
-# The update step
-# ---------------------------------------------------------------------------------------------
-
-
-def bellman_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
-    # y = r + gamma * (1 - terminated) * Q'(s', mu'(s')); a truncated s' still has a future
-    return reward + gamma * (1.0 - terminated) * next_q
-
-
-@torch.no_grad()
-def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], tau: float) -> None:
-    # theta' <- tau * theta + (1 - tau) * theta': targets trail the online nets, so y moves slowly
-    torch._foreach_lerp_(target, online, tau)
-
-
-class Learner(nn.Module):
-    """The four networks of DDPG, their optimizers, and one gradient update."""
-
-    def __init__(self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, args: Args):
-        super().__init__()
-        self.args = args
-        common = dict(weights_init=args.weights_init, bias_init=args.bias_init)
-        self.actor = Actor(obs_dim, act_dim, args.hidden_sizes, low, high, args.actor_layer_norm, **common)
-        self.critic = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.num_q, args.critic_layer_norm, **common)
-        # the targets start as exact copies of the online networks
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
-        self.n_updates = 0  # critic updates so far
-        self.n_actor_updates = 0
-        self.last_actor_loss = torch.zeros(())  # reported between delayed actor updates
-
-    def make_optimizers(self) -> None:
-        """Adam on each network; the fused kernel updates all of a network's tensors at once."""
-        fused = dict(fused=True) if self.low.device.type in ("cpu", "cuda") else {}
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.args.policy_lr, **fused)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.args.value_lr, **fused)
-        self.online = list(self.actor.parameters()) + list(self.critic.parameters())
-        self.target = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
-
-    def critic_loss(self, obs, act, rew, term, next_obs):
-        a = self.args
-        with torch.no_grad():  # y is a fixed regression label: no gradient through the targets
-            next_act = self.actor_target(next_obs)
-            if a.target_noise > 0:
-                # TD3 smoothing: a' = clip(mu'(s') + h * clip(eps, -c, c), low, high); no sharp Q peaks
-                eps = (torch.randn_like(next_act) * a.target_noise).clamp(-a.target_noise_clip, a.target_noise_clip)
-                next_act = (next_act + eps * self.actor.action_scale).clamp(self.low, self.high)
-            next_q = self.critic_target(next_obs, next_act)  # (N, B)
-            # y from min_i Q'_i (TD3's clipped double Q, against overestimation) or mean_i Q'_i
-            next_q = next_q.min(0).values if a.q_reduce == "min" else next_q.mean(0)
-            y = bellman_target(rew, term, next_q, a.gamma)
-        q = self.critic(obs, act)  # (N, B)
-        td_error2 = (q - y).pow(2)
-        if a.q_data_fraction < 1.0:
-            # each critic fits its own random k of the batch, to keep the critics' errors apart
-            k = round(a.q_data_fraction * obs.shape[0])
-            subset = torch.rand(q.shape, device=q.device).argsort(dim=1)[:, :k]
-            td_error2 = td_error2.gather(1, subset)
-        # L = sum_i mean_b (Q_i(s, a) - y)^2: each critic regresses on the same target
-        return td_error2.mean(1).sum(), q
-
-    def actor_loss(self, obs):
-        # DPG: grad_theta J = E[grad_theta mu(s) * grad_a Q(s, a) at a = mu(s)], autograd of -Q(s, mu(s))
-        q = self.critic(obs, self.actor(obs), detach_params=True)  # grads reach mu(s), not the critic
-        q = q[0] if self.args.q_reduce == "min" else q.mean(0)  # TD3 trains the actor on critic 0
-        return -q.mean()  # L = -mean_b Q(s, mu(s))
-
-    def update(self, batch) -> torch.Tensor:
-        """One critic update, and every policy_delay-th time an actor and target update.
-        Returns the metrics [q_loss, q_mean, last actor_loss] as one tensor (no host sync here)."""
-        obs, act, rew, term, next_obs = batch
-        q_loss, q = self.critic_loss(obs, act, rew, term, next_obs)
-        self.critic_opt.zero_grad(set_to_none=True)
-        q_loss.backward()
-        self.critic_opt.step()
-        self.n_updates += 1
-        if self.n_updates % self.args.policy_delay == 0:  # policy delay (TD3): let the critic settle first
-            actor_loss = self.actor_loss(obs)
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            self.n_actor_updates += 1
-            self.last_actor_loss = actor_loss.detach()
-            if self.n_actor_updates % self.args.target_update_interval == 0:
-                polyak_update(self.online, self.target, self.args.tau)
-        return torch.stack([q_loss.detach(), q.detach().mean(), self.last_actor_loss.to(q.device)])
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, logging
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(actor: Actor, env: gym.Env, episodes: int, seed: int, device: torch.device) -> np.ndarray:
+def evaluate(actor: Actor, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
     """Returns of the deterministic policy mu(s), no noise, on fixed seeds (seed, seed+1, ...)."""
     returns = np.zeros(episodes)
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         done = False
         while not done:
-            action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(actor.act(obs).astype(env.action_space.dtype))
             returns[ep] += reward
             done = terminated or truncated
     return returns
+
+
+# --- checkpoints ---
+
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes; newer files are refused
+ARCHITECTURE_FLAGS = ("env_id", "hidden_sizes", "num_q", "actor_layer_norm", "critic_layer_norm")  # fix shapes
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -730,6 +681,33 @@ def check_compatible(ckpt: dict, args: Args, given: set[str]) -> None:
                             f"but --{name.replace('_', '-')} is {mine}")
 
 
+def load_weights(ckpt: dict, learner: Learner, optimizers: bool) -> None:
+    try:
+        learner.load_state_dict(ckpt["learner"])
+        if optimizers:
+            learner.actor_opt.load_state_dict(ckpt["actor_opt"])
+            learner.critic_opt.load_state_dict(ckpt["critic_opt"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
+                        f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
+
+
+def buffer_state(buffer: ReplayBuffer) -> dict:
+    """The written slots only (copies: torch.save of a slice would write the whole preallocated storage)."""
+    cut = lambda t: t[: buffer.high].to("cpu", copy=True)  # noqa: E731
+    return {"obs": cut(buffer.obs), "actions": cut(buffer.actions), "rewards": cut(buffer.rewards),
+            "terminated": cut(buffer.terminated), "valid": cut(buffer.valid),
+            "pos": buffer.pos, "high": buffer.high, "added": buffer.added, "capacity": buffer.capacity}
+
+
+def load_buffer_state(buffer: ReplayBuffer, state: dict) -> None:
+    if state["capacity"] != buffer.capacity:
+        raise UserError(f"saved buffer has capacity {state['capacity']}, --buffer-size is {buffer.capacity}")
+    for name in ["obs", "actions", "rewards", "terminated", "valid"]:
+        getattr(buffer, name)[: state["high"]] = state[name].to(buffer.device)
+    buffer.pos, buffer.high, buffer.added = state["pos"], state["high"], state["added"]
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -744,6 +722,8 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
+
+# --- logging and progress ---
 
 class Logger:
     """TensorBoard always; Weights & Biases with --track. A failing wandb warns once and is
@@ -830,62 +810,6 @@ def markdown_table(args: Args) -> str:
     return f"|param|value|\n|-|-|\n{rows}"
 
 
-def pick_device(args: Args) -> torch.device:
-    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-
-
-# ---------------------------------------------------------------------------------------------
-# Eval-only
-# ---------------------------------------------------------------------------------------------
-
-
-def eval_only(args: Args, given: set[str]) -> int:
-    ckpt = load_checkpoint(args.checkpoint, prefer="final.pt")
-    saved = ckpt["args"]
-    if saved["env_id"] != args.env_id:
-        raise UserError(f"checkpoint {ckpt['path']} was trained on {saved['env_id']}, not on {args.env_id}")
-    check_compatible(ckpt, args, given)
-    device = pick_device(args)
-    env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if (obs_dim, act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
-        raise UserError(f"checkpoint expects obs/action sizes {ckpt['obs_dim']}/{ckpt['act_dim']}, "
-                        f"{args.env_id} has {obs_dim}/{act_dim}")
-    a = Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
-    learner = Learner(obs_dim, act_dim, env.action_space.low, env.action_space.high, a)
-    try:
-        learner.load_state_dict(ckpt["learner"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
-                            f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
-    learner.to(device).eval()
-    if args.capture_video:
-        folder = ckpt["path"].parent  # the run folder when the checkpoint sits in its checkpoints/
-        run_dir = folder.parent if folder.name == "checkpoints" else folder
-        video_dir = run_dir / "videos" / f"eval-only-{int(time.time())}"
-        env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda ep: True, disable_logger=True)
-    returns = evaluate(learner.actor, env, args.eval_episodes, args.seed + 100_000, device)
-    env.close()
-    print(f"{args.env_id}: mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes "
-          f"(checkpoint {ckpt['path']}, step {ckpt['global_step']})")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
 class Interrupted:
     """Turns the first Ctrl-C / SIGTERM into a flag the loop checks at a safe point; a second
     one falls back to the default action (the checkpoint files stay intact: writes are atomic)."""
@@ -904,250 +828,302 @@ class Interrupted:
             signal.signal(s, handler)
 
 
-def train(args: Args, given: set[str]) -> int:
+# --- a run: set up (new or resumed), the loop's named calls, finished ---
+
+@dataclass
+class LoopState:  # where the loop is; a checkpoint saves and restores it
+    step: int = 0
+    episode: int = 0
+    obs: np.ndarray | None = None
+    ep_return: float = 0.0
+    ep_length: int = 0
+
+
+@dataclass
+class Run:
+    """What the loop works with, and the calls it makes for logs, evaluation, checkpoints and signals."""
+    args: Args
+    env: gym.Env
+    eval_env: gym.Env
+    learner: Learner
+    buffer: ReplayBuffer
+    noise: Noise
+    rng: np.random.Generator  # all exploration randomness: random actions and action noise
+    state: LoopState
+    run_dir: Path
+    device: torch.device
+    logger: Logger | None = None
+    refill_until: int = 0  # resumed without a buffer: collect this many transitions before updating again
+    wall_time: float = 0.0  # of earlier sessions of this run
+    learn_time: float = 0.0  # seconds spent in learning-phase steps (not logging, evaluation, saving)
+    learn_steps: int = 0
+    eval_returns: list = dataclasses.field(default_factory=list)  # [step, mean return] of every evaluation
+    last_eval: np.ndarray | None = None
+    status: str = "finished"
+    exit_code: int = 0
+
+    def start(self) -> None:
+        self.interrupted = Interrupted()
+        self.progress = Progress(self.args.total_steps, self.state.step, self.args.log_every)
+        self.t_start = time.time()
+        self.t_log, self.step_log = time.time(), self.state.step
+
+    def end_episode(self) -> None:
+        s = self.state
+        s.episode += 1
+        self.progress.info["ep_return"] = s.ep_return
+        self.logger.scalars({"charts/episodic_return": s.ep_return, "charts/episodic_length": s.ep_length}, s.step)
+        s.ep_return, s.ep_length = 0.0, 0
+
+    def count_learning_step(self, seconds: float) -> None:
+        self.learn_time += seconds
+        self.learn_steps += 1
+
+    def diverged(self, metrics: Metrics) -> bool:
+        """The divergence guard: a non-finite loss stops the run, keeping the last checkpoint."""
+        finite = torch.isfinite(torch.stack(metrics))
+        if finite.all():
+            return False
+        name = Metrics._fields[int((~finite).nonzero()[0])]
+        kept = self.run_dir / "checkpoints" / "latest.pt"
+        self.status, self.exit_code = "diverged", 3
+        print(f"error: training diverged at step {self.state.step}: {name} is {getattr(metrics, name).item()}; "
+              f"last good checkpoint: {kept if kept.exists() else 'none yet'}", file=sys.stderr)
+        return True
+
+    def log(self, metrics: Metrics | None) -> None:
+        step = self.state.step
+        if step % self.args.log_every:
+            return
+        now = time.time()
+        sps = (step - self.step_log) / (now - self.t_log)
+        self.t_log, self.step_log = now, step
+        self.progress.info["sps"] = sps
+        values = {"charts/sps": sps}
+        if self.learn_time > 0:
+            values["charts/learning_sps"] = self.learn_steps / self.learn_time
+        if metrics is not None:
+            m = Metrics(*torch.stack(metrics).tolist())  # one wait for the device
+            values.update({"losses/q_loss": m.q_loss, "losses/q_mean": m.q_mean})
+            if math.isfinite(m.actor_loss):
+                values["losses/actor_loss"] = m.actor_loss
+        values.update(self.noise.metrics())
+        self.logger.scalars(values, step)
+
+    def maybe_evaluate(self) -> None:
+        step = self.state.step
+        if step % self.args.eval_every == 0 or step == self.args.total_steps:
+            returns = evaluate(self.learner.actor, self.eval_env, self.args.eval_episodes, self.args.seed + 100_000)
+            self.last_eval, self.progress.info["eval"] = returns, float(returns.mean())
+            self.eval_returns.append([step, float(returns.mean())])
+            self.logger.scalars({"eval/return_mean": returns.mean(), "eval/return_std": returns.std()}, step)
+
+    def maybe_save(self) -> None:
+        if self.state.step % self.args.save_every == 0:
+            self.save("latest.pt", self.args.save_buffer)
+
+    def stop_requested(self) -> bool:
+        self.progress.update(self.state.step)
+        if self.interrupted.signum is not None:
+            self.status, self.exit_code = "interrupted", 128 + self.interrupted.signum
+        return self.interrupted.signum is not None
+
+    def checkpoint(self, with_buffer: bool) -> dict:
+        s, learner, env = self.state, self.learner, self.env
+        return {
+            "format_version": CHECKPOINT_FORMAT, "env_id": self.args.env_id,
+            "obs_dim": env.observation_space.shape[0], "act_dim": env.action_space.shape[0],
+            "args": dataclasses.asdict(self.args), "global_step": s.step, "episode": s.episode,
+            "learner": learner.state_dict(), "actor_opt": learner.actor_opt.state_dict(),
+            "critic_opt": learner.critic_opt.state_dict(), "n_updates": learner.n_updates,
+            "n_actor_updates": learner.n_actor_updates, "noise": self.noise.state_dict(),
+            "exploration_rng": self.rng.bit_generator.state, "rng": rng_state(),
+            "env_pickle": pickle.dumps(env) if env_state_picklable(env) else None, "obs": s.obs,
+            "ep_return": s.ep_return, "ep_length": s.ep_length,
+            "wall_time": self.wall_time + time.time() - self.t_start, "learn_time": self.learn_time, "learn_steps": self.learn_steps, "eval_returns": self.eval_returns,
+            "wandb_id": self.logger.wandb_id, **({"buffer": buffer_state(self.buffer)} if with_buffer else {}),
+        }
+
+    def save(self, name: str, with_buffer: bool) -> None:
+        path = self.run_dir / "checkpoints" / name
+        try:
+            atomic_save(self.checkpoint(with_buffer), path)
+        except OSError as e:  # disk full, quota, folder removed: the previous file is intact
+            raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; "
+                            "the previous checkpoint is kept") from None
+
+    def finish(self) -> None:
+        """After the loop: the last checkpoints and summary.json."""
+        if self.status == "finished":
+            self.save("final.pt", False)
+        if self.status in ("finished", "interrupted"):
+            self.save("latest.pt", self.args.save_buffer)
+        final = self.last_eval if self.status == "finished" else None
+        write_json(self.run_dir / "summary.json", {
+            "status": self.status, "env_id": self.args.env_id, "exp_name": self.args.exp_name, "seed": self.args.seed,
+            "total_steps": self.state.step, "episodes": self.state.episode,
+            "final_eval_return_mean": float(final.mean()) if final is not None else None,
+            "final_eval_return_std": float(final.std()) if final is not None else None,
+            "wall_time_s": round(self.wall_time + time.time() - self.t_start, 3),
+            "learning_sps": round(self.learn_steps / self.learn_time, 2) if self.learn_time > 0 else None,
+            "eval_returns": self.eval_returns, "device": str(self.device), "run_dir": str(self.run_dir),
+        })
+
+    def close(self) -> None:
+        if hasattr(self, "interrupted"):
+            self.interrupted.restore()
+            self.progress.close()
+        if self.logger is not None:
+            self.logger.close()
+        for e in (self.env, self.eval_env):
+            with contextlib.suppress(Exception):  # a simulator that fails to close must not hide the real error
+                e.close()
+
+    def report(self) -> int:
+        if self.status == "interrupted":
+            print(f"interrupted at step {self.state.step}; resume with: python ddpg.py --resume {self.run_dir}",
+                  file=sys.stderr)
+        elif self.status == "finished":
+            print(f"done: {self.args.env_id} {self.state.step} steps in {time.time() - self.t_start:.0f}s (this "
+                  f"session), final eval return {self.last_eval.mean():.2f} +- {self.last_eval.std():.2f}; "
+                  f"run folder {self.run_dir}")
+        return self.exit_code
+
+
+def pick_device(args: Args) -> torch.device:
+    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+
+
+def resume_args(args: Args, given: set[str]) -> tuple[Args, dict]:
+    """A resume keeps the run's settings (only --total-steps may grow); returns them and the checkpoint."""
+    ckpt = load_checkpoint(args.resume)
+    if ckpt["path"].parent.name != "checkpoints":
+        raise UserError(f"--resume needs a run folder or a checkpoint inside its checkpoints/, got {ckpt['path']}")
+    check_compatible(ckpt, args, given)
+    saved = dict(ckpt["args"], hidden_sizes=tuple(ckpt["args"]["hidden_sizes"]))
+    if "total_steps" in given:  # the one setting a resume may change: train longer
+        saved["total_steps"] = args.total_steps
+    ignored = sorted(f"--{n.replace('_', '-')}" for n in given - {"resume", "total_steps"}
+                     if n in saved and getattr(args, n) != saved[n] and n not in ARCHITECTURE_FLAGS)
+    if ignored:
+        print(f"warning: a resume keeps the run's settings; ignoring {' '.join(ignored)} "
+              "(start a new run to change them)", file=sys.stderr)
+    args = Args(**saved)
+    if ckpt["global_step"] >= args.total_steps:
+        raise UserError(f"run already at step {ckpt['global_step']} of {args.total_steps}; "
+                        "pass --total-steps N (larger) to train longer")
+    return args, ckpt
+
+
+def setup(args: Args, given: set[str]) -> Run:
+    """Everything train() needs, new or restored from --resume: environments, learner, buffer, noise,
+    the run folder, the logger, and the episode in progress."""
     ckpt = None
     if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        if ckpt["path"].parent.name != "checkpoints":
-            raise UserError(f"--resume needs a run folder or a checkpoint inside its checkpoints/, got {ckpt['path']}")
-        check_compatible(ckpt, args, given)
-        saved = dict(ckpt["args"], hidden_sizes=tuple(ckpt["args"]["hidden_sizes"]))
-        if "total_steps" in given:  # the one setting a resume may change: train longer
-            saved["total_steps"] = args.total_steps
-        ignored = sorted(f"--{n.replace('_', '-')}" for n in given - {"resume", "total_steps"}
-                         if n in saved and getattr(args, n) != saved[n] and n not in ARCHITECTURE_FLAGS)
-        if ignored:
-            print(f"warning: a resume keeps the run's settings; ignoring {' '.join(ignored)} "
-                  "(start a new run to change them)", file=sys.stderr)
-        args = Args(**saved)
-        if ckpt["global_step"] >= args.total_steps:
-            raise UserError(f"run already at step {ckpt['global_step']} of {args.total_steps}; "
-                            "pass --total-steps N (larger) to train longer")
+        args, ckpt = resume_args(args, given)
     if args.torch_threads:
+        if args.torch_threads > (os.cpu_count() or 1):  # thousands of threads crash torch (segfault)
+            raise UserError(f"--torch-threads {args.torch_threads} is more than this machine's {os.cpu_count()} CPUs")
         torch.set_num_threads(args.torch_threads)
     seed_everything(args.seed, args.torch_deterministic)
     device = pick_device(args)
-
     env = make_env(args.env_id, args.max_episode_steps)
     eval_env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
-    scale = (high - low) / 2.0
-    rng = np.random.default_rng(args.seed)  # all exploration randomness: random actions and noise
-
     try:
-        learner = Learner(obs_dim, act_dim, low, high, args).to(device)
-        learner.make_optimizers()
+        learner = Learner(obs_dim, act_dim, low, high, args, device)
         buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     except (RuntimeError, MemoryError) as e:  # --buffer-size or --hidden-sizes too large for memory
         raise UserError(f"cannot allocate the networks and a buffer of {args.buffer_size} transitions on {device}: "
                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
-    if args.noise_type == "gaussian":
-        noise = GaussianNoise(act_dim, args.noise_std)
-    elif args.noise_type == "ou":
-        noise = OUNoise(act_dim, args.noise_std, args.ou_theta, args.ou_dt)
-    else:
-        noise = ParamNoise(learner.actor, args.noise_std, args.param_noise_target_std, args.param_noise_adapt_coef)
+    noise = NOISES[args.noise_type](args, learner.actor, (high - low) / 2.0)
+    rng = np.random.default_rng(args.seed)
+    run = Run(args, env, eval_env, learner, buffer, noise, rng, LoopState(), Path(), device)
 
-    # --- the run folder: new, or the resumed one ---
-    global_step, episode, wall_time, learn_time, learn_steps = 0, 0, 0.0, 0.0, 0
-    eval_returns: list[list[float]] = []
-    wandb_id = None
     if ckpt is not None:
-        run_dir = ckpt["path"].parent.parent
-        try:
-            learner.load_state_dict(ckpt["learner"])
-            learner.actor_opt.load_state_dict(ckpt["actor_opt"])
-            learner.critic_opt.load_state_dict(ckpt["critic_opt"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
-                            f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
+        run.run_dir = ckpt["path"].parent.parent
+        load_weights(ckpt, learner, optimizers=True)
         learner.n_updates, learner.n_actor_updates = ckpt["n_updates"], ckpt["n_actor_updates"]
         noise.load_state_dict(ckpt["noise"])
-        rng.bit_generator.state = ckpt["exploration_rng"]
-        global_step, episode = ckpt["global_step"], ckpt["episode"]
-        wall_time, learn_time, learn_steps = ckpt["wall_time"], ckpt["learn_time"], ckpt["learn_steps"]
-        eval_returns, wandb_id = ckpt["eval_returns"], ckpt.get("wandb_id")
+        run.rng.bit_generator.state = ckpt["exploration_rng"]
+        run.state.step, run.state.episode = ckpt["global_step"], ckpt["episode"]
+        run.wall_time, run.learn_time, run.learn_steps = ckpt["wall_time"], ckpt["learn_time"], ckpt["learn_steps"]
+        run.eval_returns = ckpt["eval_returns"]
         if "buffer" in ckpt:
-            buffer.load_state_dict(ckpt["buffer"])
+            load_buffer_state(buffer, ckpt["buffer"])
         else:
-            print(f"warning: {ckpt['path'].name} holds no replay buffer (train with --save-buffer for that); "
-                  f"it starts empty and refills for {max(args.start_steps, args.batch_size)} steps before updates resume",
+            print(f"warning: {ckpt['path'].name} holds no replay buffer (train with --save-buffer for that); it "
+                  f"starts empty and refills for {max(args.start_steps, args.batch_size)} steps before updates resume",
                   file=sys.stderr)
+        if buffer.added == 0:  # resumed without a buffer: collect with the current policy before updating again
+            run.refill_until = max(args.start_steps, args.batch_size)
         set_rng_state(ckpt["rng"])
     else:
-        run_name = f"{args.env_id.split(':')[-1].replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = Path(args.runs_dir) / run_name
+        name = f"{args.env_id.split(':')[-1].replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run.run_dir = Path(args.runs_dir) / name
         try:
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=False)
+            (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=False)
         except OSError as e:
-            raise UserError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
-    write_json(run_dir / "config.json", dataclasses.asdict(args))
-    ckpt_dir = run_dir / "checkpoints"
+            raise UserError(f"cannot create run folder {run.run_dir}: {e.strerror or e}") from None
+    write_json(run.run_dir / "config.json", dataclasses.asdict(args))
+    run.logger = Logger(run.run_dir, args, run.run_dir.name, ckpt.get("wandb_id") if ckpt else None)
+    run.logger.text("hyperparameters", markdown_table(args))
+    if args.capture_video:  # record the first episode of every evaluation
+        run.eval_env = gym.wrappers.RecordVideo(eval_env, str(run.run_dir / "videos"), disable_logger=True,
+                                                episode_trigger=lambda ep: ep % args.eval_episodes == 0)
 
-    logger = Logger(run_dir, args, run_dir.name, wandb_id)
-    logger.text("hyperparameters", markdown_table(args))
-    if args.capture_video:
-        # record the first episode of every evaluation
-        eval_env = gym.wrappers.RecordVideo(eval_env, str(run_dir / "videos"), disable_logger=True,
-                                            episode_trigger=lambda ep: ep % args.eval_episodes == 0)
-
-    # --- the episode in progress: restored exactly where the env can be pickled faithfully ---
-    obs, ep_return, ep_length = None, 0.0, 0
+    # the episode in progress: restored exactly where the env can be pickled faithfully
     if ckpt is not None and ckpt.get("env_pickle") is not None and env_state_picklable(env):
         env.close()
-        env = pickle.loads(ckpt["env_pickle"])
-        obs, ep_return, ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
+        run.env = pickle.loads(ckpt["env_pickle"])
+        run.state.obs, run.state.ep_return, run.state.ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
     elif ckpt is not None:
         print("warning: this environment's state cannot be saved; the episode in progress at the "
               "interruption is dropped and a new one starts", file=sys.stderr)
         buffer.new_episode()
-    if obs is None:
-        obs, _ = env.reset(seed=args.seed + global_step)
-        noise.reset() if not isinstance(noise, ParamNoise) else noise.reset(learner.actor)
-    # resumed without its buffer: collect with the current policy before updating again
-    refill_until = max(args.start_steps, args.batch_size) if ckpt is not None and buffer.added == 0 else 0
+    if run.state.obs is None:
+        run.state.obs, _ = run.env.reset(seed=args.seed + run.state.step)
+        noise.reset(learner.actor, run.rng)
+    return run
 
-    def state(with_buffer: bool) -> dict:
-        picklable = env_state_picklable(env)
-        return {
-            "format_version": CHECKPOINT_FORMAT, "env_id": args.env_id, "obs_dim": obs_dim, "act_dim": act_dim,
-            "args": dataclasses.asdict(args), "global_step": global_step, "episode": episode,
-            "learner": learner.state_dict(), "actor_opt": learner.actor_opt.state_dict(),
-            "critic_opt": learner.critic_opt.state_dict(), "n_updates": learner.n_updates,
-            "n_actor_updates": learner.n_actor_updates, "noise": noise.state_dict(),
-            "exploration_rng": rng.bit_generator.state, "rng": rng_state(),
-            "env_pickle": pickle.dumps(env) if picklable else None, "obs": obs, "ep_return": ep_return,
-            "ep_length": ep_length, "wall_time": wall_time + time.time() - t_start, "learn_time": learn_time,
-            "learn_steps": learn_steps, "eval_returns": eval_returns, "wandb_id": logger.wandb_id,
-            **({"buffer": buffer.state_dict()} if with_buffer else {}),
-        }
 
-    def save(obj: dict, name: str) -> None:
-        try:
-            atomic_save(obj, ckpt_dir / name)
-        except OSError as e:  # disk full, quota, folder removed: the previous file is intact
-            raise UserError(f"cannot write checkpoint {ckpt_dir / name}: {e.strerror or e}; "
-                            "the previous checkpoint is kept") from None
-
-    def write_summary(status: str, final_eval: np.ndarray | None) -> None:
-        summary = {
-            "status": status, "env_id": args.env_id, "exp_name": args.exp_name, "seed": args.seed,
-            "total_steps": global_step, "episodes": episode,
-            "final_eval_return_mean": float(final_eval.mean()) if final_eval is not None else None,
-            "final_eval_return_std": float(final_eval.std()) if final_eval is not None else None,
-            "wall_time_s": round(wall_time + time.time() - t_start, 3),
-            "learning_sps": round(learn_steps / learn_time, 2) if learn_time > 0 else None,
-            "eval_returns": eval_returns, "device": str(device), "run_dir": str(run_dir),
-        }
-        write_json(run_dir / "summary.json", summary)
-
-    # --- the loop ---
-    interrupted = Interrupted()
-    progress = Progress(args.total_steps, global_step, args.log_every)
-    t_start = time.time()
-    t_log, step_log = time.time(), global_step
-    metrics = None
-    status, exit_code, last_eval = "finished", 0, None
-    try:
-        while global_step < args.total_steps:
-            global_step += 1
-            learning = global_step > args.start_steps and buffer.added >= refill_until
-            t_step = time.time()
-
-            # 1. act: uniform random in warm-up (broad data for the first critic), then clip(mu(s) + h * eps)
-            if global_step <= args.start_steps:
-                action = rng.uniform(low, high)
-            else:
-                with torch.no_grad():
-                    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    if isinstance(noise, ParamNoise):
-                        action = noise.perturbed(obs_t).cpu().numpy().astype(np.float64)
-                    else:
-                        action = learner.actor(obs_t).cpu().numpy().astype(np.float64) + noise.sample(rng) * scale
-                action = np.clip(action, low, high)
-
-            # 2. step and store: only `terminated` zeroes the bootstrap; a time-limit truncation just ends it
-            next_obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
-            buffer.add(obs, action, reward, terminated, next_obs, terminated or truncated)
-            obs = next_obs
-            ep_return += float(reward)
-            ep_length += 1
-            if terminated or truncated:
-                episode += 1
-                progress.info["ep_return"] = ep_return
-                logger.scalars({"charts/episodic_return": ep_return, "charts/episodic_length": ep_length}, global_step)
-                obs, _ = env.reset()
-                ep_return, ep_length = 0.0, 0
-                noise.reset() if not isinstance(noise, ParamNoise) else noise.reset(learner.actor)
-
-            # 3. learn
-            if learning and global_step % args.update_every == 0:
-                for _ in range(args.update_every * args.updates_per_step):
-                    metrics = learner.update(buffer.sample(args.batch_size))
-                if not torch.isfinite(metrics).all():  # divergence guard: stop before saving bad weights
-                    bad = int((~torch.isfinite(metrics)).nonzero()[0])
-                    name, value = ["q_loss", "q_mean", "actor_loss"][bad], metrics[bad].item()
-                    kept = ckpt_dir / "latest.pt"
-                    status, exit_code = "diverged", 3
-                    print(f"error: training diverged at step {global_step}: {name} is {value}; last good checkpoint: "
-                          f"{kept if kept.exists() else 'none yet'}", file=sys.stderr)
-                    break
-                if isinstance(noise, ParamNoise) and global_step % args.param_noise_adapt_interval == 0:
-                    noise.adapt(learner.actor, buffer.sample(args.batch_size)[0])
-            if learning:
-                learn_time += time.time() - t_step
-                learn_steps += 1
-
-            # 4. log, evaluate, save
-            if global_step % args.log_every == 0:
-                now = time.time()
-                sps = (global_step - step_log) / (now - t_log)
-                t_log, step_log = now, global_step
-                progress.info["sps"] = sps
-                values = {"charts/sps": sps}
-                if learn_time > 0:
-                    values["charts/learning_sps"] = learn_steps / learn_time
-                if metrics is not None:
-                    q_loss, q_mean, actor_loss = metrics.tolist()
-                    values.update({"losses/q_loss": q_loss, "losses/q_mean": q_mean})
-                    if math.isfinite(actor_loss):
-                        values["losses/actor_loss"] = actor_loss
-                if isinstance(noise, ParamNoise):
-                    values.update({"noise/param_std": noise.std, "noise/param_distance": noise.distance})
-                logger.scalars(values, global_step)
-            if global_step % args.eval_every == 0 or global_step == args.total_steps:
-                last_eval = evaluate(learner.actor, eval_env, args.eval_episodes, args.seed + 100_000, device)
-                eval_returns.append([global_step, float(last_eval.mean())])
-                progress.info["eval"] = float(last_eval.mean())
-                logger.scalars({"eval/return_mean": last_eval.mean(), "eval/return_std": last_eval.std()}, global_step)
-            if global_step % args.save_every == 0:
-                save(state(args.save_buffer), "latest.pt")
-            progress.update(global_step)
-
-            if interrupted.signum is not None:
-                status, exit_code = "interrupted", 128 + interrupted.signum
-                break
-        if status == "finished":
-            save(state(False), "final.pt")
-            save(state(args.save_buffer), "latest.pt")
-        elif status == "interrupted":
-            save(state(args.save_buffer), "latest.pt")
-        write_summary(status, last_eval if status == "finished" else None)
-    finally:
-        interrupted.restore()
-        progress.close()
-        logger.close()
-        for e in (env, eval_env):
-            with contextlib.suppress(Exception):  # a simulator that fails to close must not hide the real error
-                e.close()
-    if status == "interrupted":
-        print(f"interrupted at step {global_step}; resume with: python ddpg.py --resume {run_dir}", file=sys.stderr)
-    elif status == "finished":
-        done = time.time() - t_start
-        print(f"done: {args.env_id} {global_step} steps in {done:.0f}s (this session), final eval return "
-              f"{last_eval.mean():.2f} +- {last_eval.std():.2f}; run folder {run_dir}")
-    return exit_code
+def eval_only(args: Args, given: set[str]) -> int:
+    ckpt = load_checkpoint(args.checkpoint, prefer="final.pt")
+    saved = ckpt["args"]
+    if saved["env_id"] != args.env_id:
+        raise UserError(f"checkpoint {ckpt['path']} was trained on {saved['env_id']}, not on {args.env_id}")
+    check_compatible(ckpt, args, given)
+    device = pick_device(args)
+    env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if (obs_dim, act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
+        raise UserError(f"checkpoint expects obs/action sizes {ckpt['obs_dim']}/{ckpt['act_dim']}, "
+                        f"{args.env_id} has {obs_dim}/{act_dim}")
+    a = Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
+    learner = Learner(obs_dim, act_dim, env.action_space.low, env.action_space.high, a)
+    load_weights(ckpt, learner, optimizers=False)
+    learner.to(device).eval()
+    if args.capture_video:
+        folder = ckpt["path"].parent  # the run folder when the checkpoint sits in its checkpoints/
+        run_dir = folder.parent if folder.name == "checkpoints" else folder
+        video_dir = run_dir / "videos" / f"eval-only-{int(time.time())}"
+        env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda ep: True, disable_logger=True)
+    returns = evaluate(learner.actor, env, args.eval_episodes, args.seed + 100_000)
+    env.close()
+    print(f"{args.env_id}: mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes "
+          f"(checkpoint {ckpt['path']}, step {ckpt['global_step']})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1158,8 +1134,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     try:
         args, given = parse_args(argv)
-        check_args(args)
-        return eval_only(args, given) if args.eval_only else train(args, given)
+        if args.eval_only:
+            return eval_only(args, given)
+        run = setup(args, given)
+        try:
+            run.start()
+            train(run.args, run)
+            run.finish()
+        finally:
+            run.close()
+        return run.report()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
