@@ -360,7 +360,7 @@ class Learner(nn.Module):
         self.online = list(self.actor.parameters()) + list(self.critic.parameters())
         self.target = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
         self.n_updates, self.n_actor_updates = 0, 0  # critic updates, actor updates
-        self.last_actor_loss = torch.zeros((), device=device)
+        self.register_buffer("last_actor_loss", torch.zeros((), device=device), persistent=False)  # not saved
 
     def critic_loss(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.args

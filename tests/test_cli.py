@@ -109,8 +109,8 @@ def test_ou_noise_restarts_at_every_episode(tmp_path, monkeypatch):
     states_at_reset = []
     reset = ddpg.OUNoise.reset
 
-    def recording_reset(self):
-        reset(self)
+    def recording_reset(self, actor, rng):
+        reset(self, actor, rng)
         states_at_reset.append(self.x.copy())
 
     monkeypatch.setattr(ddpg.OUNoise, "reset", recording_reset)

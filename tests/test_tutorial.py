@@ -76,6 +76,7 @@ REQUIRED = {
 
 HINTS = typing.get_type_hints(ddpg.Args)
 CHOICES = {name: set(typing.get_args(h)) for name, h in HINTS.items() if typing.get_origin(h) is typing.Literal}
+CHOICES["noise_type"] = set(ddpg.NOISES)  # a str flag whose values are the keys of the noise registry
 ALL_CHOICES = set().union(*CHOICES.values())  # `min`, `ou`, `xavier`: values of flags, named alone
 
 
@@ -84,18 +85,17 @@ def example(cls: type):
     """A small instance of a ddpg class, to find attributes that __init__ sets."""
     args = ddpg.Args(hidden_sizes=(8, 8))
     low, high = np.array([-1.0, -1.0]), np.array([1.0, 3.0])
-    if cls is ddpg.Learner:
-        learner = ddpg.Learner(3, 2, low, high, args)
-        learner.make_optimizers()
-        return learner
+    scale = (high - low) / 2
     makers = {
+        ddpg.Learner: lambda: ddpg.Learner(3, 2, low, high, args),
         ddpg.Args: lambda: args,
         ddpg.Actor: lambda: ddpg.Actor(3, 2, (8, 8), low, high),
         ddpg.QNetwork: lambda: ddpg.QNetwork(3, 2, (8, 8), num_q=2),
         ddpg.ReplayBuffer: lambda: ddpg.ReplayBuffer(8, 3, 2, torch.device("cpu")),
-        ddpg.GaussianNoise: lambda: ddpg.GaussianNoise(2, 0.1),
-        ddpg.OUNoise: lambda: ddpg.OUNoise(2, 0.1, 0.15, 0.01),
-        ddpg.ParamNoise: lambda: ddpg.ParamNoise(ddpg.Actor(3, 2, (8, 8), low, high), 0.1, 0.2, 1.01),
+        ddpg.Noise: lambda: ddpg.Noise(scale),
+        ddpg.GaussianNoise: lambda: ddpg.GaussianNoise(scale, 0.1),
+        ddpg.OUNoise: lambda: ddpg.OUNoise(scale, 0.1, 0.15, 0.01),
+        ddpg.ParamNoise: lambda: ddpg.ParamNoise(ddpg.Actor(3, 2, (8, 8), low, high), 0.1, 0.2, 1.01, 50, 4),
     }
     return makers[cls]() if cls in makers else None
 

@@ -8,6 +8,7 @@ import errno
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +25,23 @@ ASYM_HIGH = np.array([3.0, 2.0])
 
 def make_learner(obs_dim=3, act_dim=2, low=ASYM_LOW, high=ASYM_HIGH, **overrides) -> ddpg.Learner:
     args = dataclasses.replace(ddpg.Args(), hidden_sizes=(16, 16), **overrides)
-    learner = ddpg.Learner(obs_dim, act_dim, low, high, args)
-    learner.make_optimizers()
-    return learner
+    return ddpg.Learner(obs_dim, act_dim, low, high, args)
 
 
-def random_batch(n=32, obs_dim=3, act_dim=2, seed=0):
+def random_batch(n=32, obs_dim=3, act_dim=2, seed=0) -> ddpg.Batch:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, obs_dim, generator=g), torch.rand(n, act_dim, generator=g) * 2 - 0.5,
-            torch.randn(n, generator=g), (torch.rand(n, generator=g) < 0.2).float(), torch.randn(n, obs_dim, generator=g))
+    return ddpg.Batch(torch.randn(n, obs_dim, generator=g), torch.rand(n, act_dim, generator=g) * 2 - 0.5,
+                      torch.randn(n, generator=g), (torch.rand(n, generator=g) < 0.2).float(),
+                      torch.randn(n, obs_dim, generator=g))
+
+
+def obs_source(obs: torch.Tensor, asked: list | None = None):
+    """A stand-in for the replay buffer that ParamNoise.adapt draws its observations from: sample(n).obs is obs."""
+    def sample(n):
+        if asked is not None:
+            asked.append(n)
+        return types.SimpleNamespace(obs=obs)
+    return types.SimpleNamespace(sample=sample)
 
 
 def final_linear(actor: ddpg.Actor) -> nn.Linear:
@@ -89,8 +98,9 @@ def test_bellman_target_through_buffer_and_critic_loss(monkeypatch):
     monkeypatch.setattr(ddpg, "bellman_target", lambda *a: captured.append(real(*a)) or captured[-1])
 
     torch.manual_seed(0)
-    obs, act, rew, term, next_obs = buffer.sample(400)
-    learner.critic_loss(obs, act, rew, term, next_obs)
+    batch = buffer.sample(400)
+    obs, act, rew, term, next_obs = batch
+    learner.critic_loss(batch)
     y = captured[-1]
     start = obs[:, 0].long()
     expected = {0: 1 + 0.9 * 5, 1: 2 + 0.9 * 5, 2: 3 + 0.9 * 5,  # truncation at s3 still bootstraps
@@ -277,7 +287,7 @@ def test_policy_delay_actor_every_d_critic_every_update():
 @pytest.mark.parametrize("theta, dt", [(0.15, 1e-2), (0.5, 1.0)])
 def test_ou_stationary_std_and_mean(theta, dt):
     sigma, size, mu = 0.3, 64, 0.0
-    noise = ddpg.OUNoise(size, sigma, theta, dt, mu)
+    noise = ddpg.OUNoise(np.ones(size), sigma, theta, dt, mu)
     rng = np.random.default_rng(0)
     burn_in = int(5 / (theta * dt))  # five correlation times
     xs = np.stack([noise.sample(rng).copy() for _ in range(burn_in + 60_000)])[burn_in:]
@@ -290,23 +300,23 @@ def test_ou_stationary_std_and_mean(theta, dt):
 
 def test_ou_reverts_to_mu_and_reset_returns_to_mu():
     theta, dt, mu = 0.5, 0.1, 2.0
-    noise = ddpg.OUNoise(3, 0.0, theta, dt, mu)  # sigma 0: the deterministic mean path
+    noise = ddpg.OUNoise(np.ones(3), 0.0, theta, dt, mu)  # sigma 0: the deterministic mean path
     noise.x = np.array([10.0, -4.0, 2.0])
     rng = np.random.default_rng(0)
     for _ in range(50):
         x = noise.sample(rng)
     np.testing.assert_allclose(x, mu + (np.array([10.0, -4.0, 2.0]) - mu) * (1 - theta * dt) ** 50, rtol=1e-12)
     # with noise, the long-run mean is mu
-    noisy = ddpg.OUNoise(16, 0.5, theta, dt, mu)
+    noisy = ddpg.OUNoise(np.ones(16), 0.5, theta, dt, mu)
     noisy.x = np.full(16, -20.0)
     xs = np.stack([noisy.sample(rng).copy() for _ in range(20_000)])[1000:]
     assert abs(xs.mean() - mu) < 0.05
-    noisy.reset()
+    noisy.reset(None, None)
     np.testing.assert_array_equal(noisy.x, np.full(16, mu))
 
 
 def test_gaussian_noise_std():
-    noise = ddpg.GaussianNoise(4, 0.2)
+    noise = ddpg.GaussianNoise(np.ones(4), 0.2)
     xs = np.stack([noise.sample(np.random.default_rng(k)) for k in range(20_000)])
     assert xs.std() == pytest.approx(0.2, rel=0.03)
 
@@ -315,19 +325,36 @@ def test_gaussian_noise_std():
 def test_param_noise_std_adapts_towards_target(target_std, grows):
     torch.manual_seed(0)
     actor = ddpg.Actor(3, 2, (32, 32), ASYM_LOW, ASYM_HIGH)
-    noise = ddpg.ParamNoise(actor, init_std=0.1, target_std=target_std, coef=1.05)
-    d = noise.adapt(actor, torch.randn(64, 3))
+    noise = ddpg.ParamNoise(actor, init_std=0.1, target_std=target_std, coef=1.05, interval=1, batch_size=64)
+    asked = []
+    noise.adapt(1, actor, obs_source(torch.randn(64, 3), asked))
+    assert asked == [64]  # it drew batch_size observations
+    d = noise.distance
     assert 0 < d < 10.0 and d > 1e-6  # forces the case: distance below 10, above 1e-6
     assert noise.std == pytest.approx(0.1 * 1.05 if grows else 0.1 / 1.05)
+
+
+def test_param_noise_adapts_only_on_multiples_of_its_interval():
+    """The loop calls adapt after every round of updates; only steps divisible by the interval adapt."""
+    torch.manual_seed(0)
+    actor = ddpg.Actor(3, 2, (16,), ASYM_LOW, ASYM_HIGH)
+    noise = ddpg.ParamNoise(actor, init_std=0.1, target_std=1e-6, coef=2.0, interval=50, batch_size=8)
+    asked = []
+    for step in [1, 49, 51, 99]:
+        noise.adapt(step, actor, obs_source(torch.randn(8, 3), asked))
+    assert asked == [] and noise.std == 0.1 and np.isnan(noise.distance)
+    noise.adapt(100, actor, obs_source(torch.randn(8, 3), asked))
+    assert asked == [8] and noise.std == 0.05 and noise.distance > 0
 
 
 def test_param_noise_distance_is_in_units_of_half_range():
     torch.manual_seed(0)
     actor = ddpg.Actor(3, 2, (32,), ASYM_LOW, ASYM_HIGH)
-    noise = ddpg.ParamNoise(actor, init_std=0.2, target_std=0.2, coef=1.01)
+    noise = ddpg.ParamNoise(actor, init_std=0.2, target_std=0.2, coef=1.01, interval=1, batch_size=256)
     obs = torch.randn(256, 3)
     torch.manual_seed(7)
-    d = noise.adapt(actor, obs)
+    noise.adapt(1, actor, obs_source(obs))
+    d = noise.distance
     diff = (noise.probe(obs) - actor(obs)).detach() / torch.tensor((ASYM_HIGH - ASYM_LOW) / 2, dtype=torch.float32)
     assert d == pytest.approx(diff.pow(2).mean().sqrt().item(), rel=1e-6)
 
@@ -340,8 +367,8 @@ def test_param_noise_perturbs_linear_weights_not_layer_norm():
             if isinstance(m, nn.LayerNorm):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
-    noise = ddpg.ParamNoise(actor, init_std=0.1, target_std=0.2, coef=1.01)
-    noise.reset(actor)
+    noise = ddpg.ParamNoise(actor, init_std=0.1, target_std=0.2, coef=1.01, interval=1, batch_size=16)
+    noise.reset(actor, None)
     obs = torch.randn(16, 3)
     assert not torch.allclose(noise.perturbed(obs), actor(obs))
     n_linear = n_ln = 0
@@ -359,7 +386,7 @@ def test_param_noise_perturbs_linear_weights_not_layer_norm():
     assert torch.equal(noise.perturbed.action_bias, actor.action_bias)
     # the clean actor is untouched, and a new episode draws a new perturbation
     first = [p.clone() for p in noise.perturbed.parameters()]
-    noise.reset(actor)
+    noise.reset(actor, None)
     assert any(not torch.equal(a, b) for a, b in zip(first, noise.perturbed.parameters()))
 
 
@@ -392,7 +419,7 @@ def test_target_smoothing_noise_is_clipped_and_actions_stay_in_bounds(pre_tanh):
         last.bias.fill_(pre_tanh)
     seen = record_target_actions(learner)
     torch.manual_seed(0)
-    learner.critic_loss(*random_batch(n=4000))
+    learner.critic_loss(random_batch(n=4000))
     a = seen[-1]
     scale = torch.tensor((ASYM_HIGH - ASYM_LOW) / 2, dtype=torch.float32)
     low, high = torch.tensor(ASYM_LOW, dtype=torch.float32), torch.tensor(ASYM_HIGH, dtype=torch.float32)
@@ -415,8 +442,8 @@ def test_no_target_noise_means_exact_target_policy():
     learner = make_learner()
     seen = record_target_actions(learner)
     batch = random_batch()
-    learner.critic_loss(*batch)
-    assert torch.equal(seen[-1], learner.actor_target(batch[4]))
+    learner.critic_loss(batch)
+    assert torch.equal(seen[-1], learner.actor_target(batch.next_obs))
 
 
 def test_min_target_is_below_mean_target_and_uses_target_critics(monkeypatch):
@@ -428,8 +455,8 @@ def test_min_target_is_below_mean_target_and_uses_target_critics(monkeypatch):
     real = ddpg.bellman_target
     monkeypatch.setattr(ddpg, "bellman_target", lambda *a: captured.append(real(*a)) or captured[-1])
     obs, act, rew, term, next_obs = batch = random_batch(n=256)
-    learner_min.critic_loss(*batch)
-    learner_mean.critic_loss(*batch)
+    learner_min.critic_loss(batch)
+    learner_mean.critic_loss(batch)
     y_min, y_mean = captured
     q_next = learner_min.critic_target(next_obs, learner_min.actor_target(next_obs)).detach()  # (3, B)
     assert q_next.shape == (3, 256)
@@ -443,7 +470,7 @@ def test_each_critic_has_its_own_gradient_optimizer_state_and_target():
     torch.manual_seed(0)
     learner = make_learner(num_q=3, tau=0.1, gamma=0.9)
     obs, act, rew, term, next_obs = batch = random_batch()
-    loss, _ = learner.critic_loss(*batch)
+    loss, _ = learner.critic_loss(batch)
     loss.backward()
     ensemble_grads = [w.grad.clone() for w in learner.critic.weights]
     # slice i of the ensemble's gradient = the gradient of critic i alone on the same target
@@ -484,7 +511,7 @@ def subset_seen_by_critic(learner: ddpg.Learner, critic: int, batch, seed: int) 
                 blind.critic.weights[0][j, :obs_dim].zero_()
     obs = batch[0].clone().requires_grad_(True)
     torch.manual_seed(seed)  # the same subset draw for every call with this seed
-    loss, _ = blind.critic_loss(obs, *batch[1:])
+    loss, _ = blind.critic_loss(batch._replace(obs=obs))
     loss.backward()
     return set(torch.nonzero(obs.grad.abs().sum(1) > 0).flatten().tolist())
 
@@ -510,7 +537,7 @@ def test_q_data_fraction_gives_each_critic_its_own_subset():
     def critic_grads(rewards):
         learner.critic_opt.zero_grad(set_to_none=True)
         torch.manual_seed(123)
-        loss, _ = learner.critic_loss(batch[0], batch[1], rewards, batch[3], batch[4])
+        loss, _ = learner.critic_loss(batch._replace(rew=rewards))
         loss.backward()
         return [w.grad.clone() for w in learner.critic.weights]
 

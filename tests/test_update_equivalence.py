@@ -43,8 +43,7 @@ def make_pair(config: dict, dtype: torch.dtype, seed: int = 0):
     torch.manual_seed(seed)
     args = dataclasses.replace(ddpg.Args(), hidden_sizes=HIDDEN, gamma=0.9, tau=0.05, policy_lr=3e-3,
                                value_lr=2e-3, **config)
-    learner = ddpg.Learner(OBS_DIM, ACT_DIM, LOW, HIGH, args).to(dtype)
-    learner.make_optimizers()
+    learner = ddpg.Learner(OBS_DIM, ACT_DIM, LOW, HIGH, args).to(dtype)  # its Adams hold these same tensors
     ref = eager_ddpg.EagerDDPG(OBS_DIM, ACT_DIM, LOW, HIGH, HIDDEN, num_q=args.num_q, q_reduce=args.q_reduce,
                                gamma=args.gamma, tau=args.tau, policy_lr=args.policy_lr, value_lr=args.value_lr,
                                target_noise=args.target_noise, target_noise_clip=args.target_noise_clip,
@@ -113,7 +112,7 @@ def make_batch(dtype: torch.dtype, seed: int):
     term = (torch.rand(BATCH, generator=g) < 0.3).to(dtype)  # some true terminations in every batch
     next_obs = torch.randn(BATCH, OBS_DIM, generator=g, dtype=dtype)
     assert 0 < term.sum() < BATCH
-    return obs, act, rew, term, next_obs
+    return ddpg.Batch(obs, act, rew, term, next_obs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -126,7 +125,7 @@ def test_losses_and_gradients_match_plain_update(name, dtype):
 
     # critic loss and the gradient of every critic parameter (target noise: same random draw)
     torch.manual_seed(123)
-    loss, q = learner.critic_loss(obs, act, rew, term, next_obs)
+    loss, q = learner.critic_loss(ddpg.Batch(obs, act, rew, term, next_obs))
     torch.manual_seed(123)
     ref_loss, ref_q = ref.critic_loss(obs, act, rew, term, next_obs)
     torch.testing.assert_close(loss, ref_loss, **TOL[dtype])
@@ -167,7 +166,7 @@ def test_update_steps_match_plain_update(name, dtype):
     for step in range(4):
         batch = make_batch(dtype, seed=10 + step)
         torch.manual_seed(1000 + step)
-        metrics = learner.update(batch)
+        metrics = torch.stack(learner.update(batch))
         torch.manual_seed(1000 + step)
         ref_metrics = ref.update(batch)
         if step == 0 and config.get("policy_delay", 1) > 1:  # no actor update yet: nothing to compare
