@@ -6,10 +6,13 @@ compare the process's RSS before and after with the raw size (observations store
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 import torch
 
-import ddpg
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/buffer_memory.py` finds ddpg.py
+import ddpg  # noqa: E402
 
 
 def rss_mib() -> float:

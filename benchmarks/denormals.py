@@ -24,6 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ddpg_argv(cfg: dict) -> list[str]:
+    """The ddpg.py flags of a worker's learning loop (the rest are ddpg.py's defaults)."""
+    return ["--env-id", cfg["env_id"], "--seed", str(cfg["seed"]), "--start-steps", str(cfg["start_steps"])]
+
+
 def worker(cfg: dict) -> dict:
     import torch
 
@@ -35,36 +40,38 @@ def worker(cfg: dict) -> dict:
     sys.path.insert(0, str(ROOT))
     import ddpg
 
-    args, _ = ddpg.parse_args(["--env-id", cfg["env_id"], "--seed", str(cfg["seed"]),
-                               "--start-steps", str(cfg["start_steps"])])
+    args, _ = ddpg.parse_args(ddpg_argv(cfg))
     ddpg.seed_everything(args.seed, False)
     env = ddpg.make_env(args.env_id, args.max_episode_steps)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
-    learner = ddpg.Learner(obs_dim, act_dim, low, high, args)
-    learner.make_optimizers()
-    buffer = ddpg.ReplayBuffer(args.buffer_size, obs_dim, act_dim, torch.device("cpu"))
-    noise, scale = ddpg.GaussianNoise(act_dim, args.noise_std), (high - low) / 2.0
+    device = torch.device("cpu")
+    learner = ddpg.Learner(obs_dim, act_dim, low, high, args, device)  # its Adam optimizers built, as in setup()
+    buffer = ddpg.ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    noise = ddpg.GaussianNoise((high - low) / 2.0, args.noise_std)
     rng = np.random.default_rng(args.seed)
     obs, _ = env.reset(seed=args.seed)
+    noise.reset(learner.actor, rng)
     n_learn = cfg["learn"] + cfg["measure"]
     t_measure = None
-    for step in range(args.start_steps + n_learn):
-        if step == args.start_steps + cfg["learn"]:
+    # ddpg.train()'s calls in its order (its logging, evaluation and checkpoints aside); step counts from 1 there
+    for step in range(1, args.start_steps + n_learn + 1):
+        if step == args.start_steps + cfg["learn"] + 1:
             t_measure = time.perf_counter()
-        if step < args.start_steps:
+        if step <= args.start_steps:
             action = rng.uniform(low, high)
         else:
-            with torch.no_grad():
-                mu = learner.actor(torch.as_tensor(obs, dtype=torch.float32)).numpy().astype(np.float64)
-            action = np.clip(mu + noise.sample(rng) * scale, low, high)
+            action = np.clip(noise.explore(learner.actor, obs, rng), low, high)
         next_obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
-        buffer.add(obs, action, reward, terminated, next_obs, terminated or truncated)
+        buffer.add(obs, action, reward, terminated, next_obs, episode_end=terminated or truncated)
         obs = next_obs
         if terminated or truncated:
             obs, _ = env.reset()
-        if step >= args.start_steps:
-            bool(torch.isfinite(learner.update(buffer.sample(args.batch_size))).all())
+            noise.reset(learner.actor, rng)
+        if step > args.start_steps:
+            metrics = learner.update(buffer.sample(args.batch_size))
+            bool(torch.isfinite(torch.stack(metrics)).all())  # the divergence guard, Run.diverged
+            noise.adapt(step, learner.actor, buffer)
     ms = (time.perf_counter() - t_measure) / cfg["measure"] * 1e3
     tiny, denormal, total = torch.finfo(torch.float32).tiny, 0, 0
     for opt in (learner.critic_opt, learner.actor_opt):
@@ -91,6 +98,13 @@ def main() -> int:
         return 0
     if opts.learn < 0 or min(opts.measure, opts.repeats, opts.threads, opts.start_steps) < 1:
         p.error("need --learn >= 0 and --measure, --repeats, --threads, --start-steps >= 1")
+    sys.path.insert(0, str(ROOT))
+    import ddpg
+
+    try:  # the values ddpg.py refuses (e.g. --start-steps below its --batch-size) stop here, not in a worker
+        ddpg.parse_args(ddpg_argv({"env_id": opts.env_id, "seed": 1, "start_steps": opts.start_steps}))
+    except ddpg.UserError as e:
+        p.error(str(e))
     env = {**os.environ, "OMP_NUM_THREADS": str(opts.threads), "MKL_NUM_THREADS": str(opts.threads)}
     results = {True: [], False: []}
     for rep in range(opts.repeats):

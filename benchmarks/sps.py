@@ -128,7 +128,7 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
 
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    ddpg.seed_everything(ddpg_args.seed, ddpg_args.torch_deterministic)  # as ddpg.py's train() does
+    ddpg.seed_everything(ddpg_args.seed, ddpg_args.torch_deterministic)  # as ddpg.py's setup() does
     env = ddpg.make_env(env_id, ddpg_args.max_episode_steps)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
@@ -153,10 +153,8 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
         if terminated or truncated:
             obs, _ = env.reset()
 
-    def make_learner(**changes) -> ddpg.Learner:
-        learner = ddpg.Learner(obs_dim, act_dim, low, high, dataclasses.replace(ddpg_args, **changes)).to(dev)
-        learner.make_optimizers()
-        return learner
+    def make_learner(**changes) -> ddpg.Learner:  # on dev, its Adam optimizers built: as setup() makes it
+        return ddpg.Learner(obs_dim, act_dim, low, high, dataclasses.replace(ddpg_args, **changes), dev)
 
     variants = [("default", {}), ("num_q=2", {"num_q": 2}), ("td3", {"num_q": 2, "target_noise": 0.2, "policy_delay": 2})]
     learners = {name: make_learner(**changes) for name, changes in variants}
@@ -191,9 +189,7 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
     act_times = []
     for o in observations[:2000]:
         t0 = time.perf_counter()
-        with torch.no_grad():
-            obs_t = torch.as_tensor(o, dtype=torch.float32, device=dev)
-            actor(obs_t).cpu().numpy().astype(np.float64)
+        actor.act(o)
         act_times.append(time.perf_counter() - t0)
 
     # replay samples
@@ -225,39 +221,44 @@ def measure_floor(env_id: str, ddpg_args, device: str, rounds: int, with_compile
         for _ in range(20):
             fn(source.sample(size))
     sync()
-    # the same pieces in sequence, as ddpg.py's loop runs them (act with Gaussian noise, step, store,
-    # sample, update, the finiteness check), in chunks between the update rounds so that drift in the
-    # machine's speed hits both alike: means per step, resets included in the env step
+    # the same pieces in sequence, as ddpg.py's train() runs them, the same calls in the same order (act:
+    # noise.explore, clip; step; store; on an episode's end env.reset and noise.reset; sample; update, the
+    # divergence guard's finiteness check, noise.adapt), in chunks between the update rounds so that drift in
+    # the machine's speed hits both alike: means per step, resets included in the env step
     learner = learners["default"]
-    noise, scale = ddpg.GaussianNoise(act_dim, ddpg_args.noise_std), (high - low) / 2.0
+    noise = ddpg.GaussianNoise((high - low) / 2.0, ddpg_args.noise_std)
     pieces = dict.fromkeys(["act", "env_step", "store", "sample", "update"], 0.0)
     loop_state = {"obs": env.reset(seed=1)[0], "steps": 0, "time": 0.0}
+    noise.reset(actor, rng)  # as setup() does after the first reset
 
     def loop_chunk(n: int) -> None:
-        obs = loop_state["obs"]
+        obs, step = loop_state["obs"], loop_state["steps"]
         t_chunk = time.perf_counter()
         for _ in range(n):
+            step += 1
             t0 = time.perf_counter()
-            with torch.no_grad():
-                mu = actor(torch.as_tensor(obs, dtype=torch.float32, device=dev)).cpu().numpy().astype(np.float64)
-            action = np.clip(mu + noise.sample(rng) * scale, low, high)
+            action = np.clip(noise.explore(actor, obs, rng), low, high)
             t1 = time.perf_counter()
             next_obs, reward, terminated, truncated, _ = env.step(action.astype(dtype))
-            if terminated or truncated:
-                reset_obs, _ = env.reset()
             t2 = time.perf_counter()
-            buffer.add(obs, action, reward, terminated, next_obs, terminated or truncated)
-            obs = reset_obs if terminated or truncated else next_obs
+            buffer.add(obs, action, reward, terminated, next_obs, episode_end=terminated or truncated)
+            obs = next_obs
             t3 = time.perf_counter()
-            b = buffer.sample(batch)
+            if terminated or truncated:  # timed with the env step
+                obs, _ = env.reset()
+                noise.reset(actor, rng)
             t4 = time.perf_counter()
-            bool(torch.isfinite(learner.update(b)).all())
-            sync()
+            b = buffer.sample(batch)
             t5 = time.perf_counter()
-            for k, dt in zip(pieces, [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]):
+            metrics = learner.update(b)
+            bool(torch.isfinite(torch.stack(metrics)).all())  # the divergence guard, Run.diverged
+            noise.adapt(step, actor, buffer)
+            sync()
+            t6 = time.perf_counter()
+            for k, dt in zip(pieces, [t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2, t5 - t4, t6 - t5]):
                 pieces[k] += dt
         loop_state["time"] += time.perf_counter() - t_chunk
-        loop_state["obs"], loop_state["steps"] = obs, loop_state["steps"] + n
+        loop_state["obs"], loop_state["steps"] = obs, step
 
     update_rounds = {name: [] for name in updaters}
     names = list(updaters)
@@ -547,8 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
     try:  # the same flags ddpg.py gets: they shape the floor's Learner and SB3's matched hyperparameters
+        # Args validates itself: nonsense values stop here, before any timing or file is written
         ddpg_args, _ = ddpg.parse_args(shlex.split(opts.extra_args))
-        ddpg.check_args(ddpg_args)  # nonsense values stop here, before any timing or file is written
     except ddpg.UserError as e:
         print(f"error: --extra-args: {e}", file=sys.stderr)
         return 2
