@@ -279,7 +279,7 @@ def test_a_failing_trial_is_reported_and_the_others_finish(tmp_path):
                        "--grid", "noise-type=bogus,gaussian", "--", *TINY, cwd=tmp_path)
     assert result.returncode == 1
     assert "FAILED    Pendulum-v1 bad_noise-type-bogus seed 1: exit 2" in result.stdout
-    assert "error: Invalid choice" in result.stdout  # the tail of its log
+    assert "error: --noise-type must be one of gaussian, ou, param, got 'bogus'" in result.stdout  # its log's tail
     assert "1 finished, 1 failed" in result.stdout
     assert summaries(tmp_path / "runs" / "bad")[("bad_noise-type-gaussian", 1)]["status"] == "finished"
 
