@@ -14,11 +14,15 @@ train()), then THE PLUMBING (validation, environments, checkpoints, logging, sig
 from __future__ import annotations
 
 import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os  # standard library
-import pickle, random, re, signal, sys, time, typing, warnings
+import pickle, random, re, signal, sys, tempfile, time, typing, warnings
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal, NamedTuple
+
+# Idle OpenMP threads sleep instead of spinning: with torch's default threads, spin-waiting lost 2/3 of the speed
+# as soon as another busy process shared the cores (benchmarks/threads.py). Read when torch loads, so set it first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import gymnasium as gym
 import numpy as np
@@ -552,7 +556,7 @@ def resolve_env_id(env_id: str) -> None:
         except Exception as e:  # missing, empty or relative name, or the module itself fails
             raise UserError(f"cannot import module {module!r} for --env-id: {type(e).__name__}: {e}") from None
     if env_id not in gym.registry:
-        with contextlib.suppress(ImportError):
+        with contextlib.suppress(ImportError), quiet_c_output():
             import pybullet_envs_gymnasium  # noqa: F401  registers the *BulletEnv-v0 ids
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -567,7 +571,8 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
     env_id = env_id.split(":", 1)[-1]
     try:
         mode = {"render_mode": render_mode} if render_mode else {}  # envs without a render_mode argument work too
-        env = gym.make(env_id, max_episode_steps=max_episode_steps, **mode)
+        with quiet_c_output():
+            env = QuietReset(gym.make(env_id, max_episode_steps=max_episode_steps, **mode))
     except Exception as e:  # missing simulator dependencies, bad kwargs ...
         raise UserError(f"cannot create environment {env_id!r}: {type(e).__name__}: {e}") from None
     space = env.action_space
@@ -589,6 +594,46 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
             raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return env
+
+
+@contextlib.contextmanager
+def quiet_c_output():
+    """Hide what C libraries print on file descriptors 1 and 2 (PyBullet's build banner and argv[0]= lines,
+    MuJoCo's warnings) during the block; if the block fails, what was hidden goes to stderr after all."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # a closed stdout or stderr: nothing to hide
+        yield
+        return
+    failed = True
+    with tempfile.TemporaryFile() as hidden:
+        os.dup2(hidden.fileno(), 1)
+        os.dup2(hidden.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if failed:
+                hidden.seek(0)
+                sys.stderr.write(hidden.read().decode(errors="replace"))
+
+
+class QuietReset(gym.Wrapper):
+    """reset() without the C libraries' chatter (PyBullet connects to its physics server at the first one)."""
+
+    def reset(self, **kwargs):
+        with quiet_c_output():
+            return self.env.reset(**kwargs)
 
 
 def env_state_picklable(env: gym.Env) -> bool:
@@ -651,7 +696,9 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         path = folder / prefer if (folder / prefer).is_file() else folder / "latest.pt"
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        found = sorted(p.name for p in path.parent.glob("*.pt")) if path.parent.is_dir() else []
+        hint = f"; {path.parent} holds {', '.join(found)} (or pass the run folder)" if found else ""
+        raise UserError(f"checkpoint not found: {path}{hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own pickled state
     except Exception as e:
@@ -778,7 +825,7 @@ class Progress:
 
     def __init__(self, total: int, start: int, log_every: int):
         self.total, self.log_every, self.bar = total, log_every, None
-        self.info = {"ep_return": float("nan"), "eval": float("nan"), "sps": 0.0}
+        self.info = {"ep_return": float("nan"), "eval": float("nan"), "sps": None}  # sps: learning phase only
         if sys.stdout.isatty():
             from tqdm import tqdm
 
@@ -791,10 +838,10 @@ class Progress:
                 ret, ev = self.returns()
                 self.bar.set_postfix(ret=ret, eval=ev, refresh=False)
         elif step % self.log_every == 0:
-            ret, ev = self.returns()
-            eta = (self.total - step) / max(self.info["sps"], 1e-9)
-            print(f"step {step}/{self.total} | {self.info['sps']:.0f} steps/s | last return {ret} | last eval {ev}"
-                  f" | ETA {time.strftime('%H:%M:%S', time.gmtime(min(eta, 86399)))}", flush=True)
+            ret, ev, sps = *self.returns(), self.info["sps"]
+            eta = "-" if not sps else duration((self.total - step) / sps)
+            print(f"step {step}/{self.total} | {'-' if not sps else f'{sps:.0f}'} steps/s | last return {ret} | "
+                  f"last eval {ev} | ETA {eta}", flush=True)
 
     def returns(self) -> tuple[str, str]:
         """The last episode's return and the last evaluation, '-' until there is one."""
@@ -803,6 +850,11 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def duration(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    return (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
 
 
 def markdown_table(args: Args) -> str:
@@ -897,8 +949,10 @@ class Run:
             return
         now = time.time()
         sps = (step - self.step_log) / (now - self.t_log)
+        # the ETA's rate: wall-clock steps/s over a whole interval of the learning phase (the random warm-up
+        # runs many times faster and would promise an ETA hours too early); none yet before that
+        self.progress.info["sps"] = sps if self.step_log >= self.args.start_steps else None
         self.t_log, self.step_log = now, step
-        self.progress.info["sps"] = sps
         values = {"charts/sps": sps}
         if self.learn_time > 0:
             values["charts/learning_sps"] = self.learn_steps / self.learn_time
@@ -1098,6 +1152,51 @@ def setup(args: Args, given: set[str]) -> Run:
     return run
 
 
+class Policy:
+    """A trained actor for your own code: policy(obs) -> the deterministic action mu(s), clipped to the
+    action bounds, for one observation (shape (obs_dim,)) or a batch (shape (B, obs_dim)). Made by load_policy."""
+
+    def __init__(self, actor: Actor, low: np.ndarray, high: np.ndarray, ckpt: dict):
+        self.actor, self.low, self.high = actor, low, high
+        self.obs_dim, self.act_dim = ckpt["obs_dim"], ckpt["act_dim"]
+        self.env_id, self.step, self.path = ckpt["args"]["env_id"], ckpt["global_step"], ckpt["path"]
+        self.device = actor.action_scale.device
+
+    @torch.no_grad()
+    def __call__(self, obs) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"expected an observation of shape ({self.obs_dim},) or a batch (B, {self.obs_dim}), "
+                             f"got shape {obs.shape}")
+        action = self.actor(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+        return np.clip(action, self.low, self.high)
+
+    def __repr__(self) -> str:
+        return f"Policy({self.env_id}, step {self.step}, obs {self.obs_dim} -> action {self.act_dim}, from {self.path})"
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """The trained policy of a run folder (its final.pt, else latest.pt) or of a checkpoint file, ready to call:
+    policy(obs) -> action. A bad checkpoint raises UserError with the same one line as --eval-only."""
+    ckpt = load_checkpoint(path, prefer="final.pt")
+    args = checkpoint_args(ckpt)
+    state = {k[len("actor."):]: v for k, v in ckpt["learner"].items() if k.startswith("actor.")}
+    low, high = ckpt["learner"]["low"].double().numpy(), ckpt["learner"]["high"].double().numpy()
+    with torch.random.fork_rng(devices=[]):  # building the actor draws initial weights: leave the caller's RNG alone
+        actor = Actor(ckpt["obs_dim"], ckpt["act_dim"], args.hidden_sizes, low, high, args.actor_layer_norm)
+    try:
+        actor.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
+                        f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
+    return Policy(actor.to(device).eval(), low, high, ckpt)
+
+
+def checkpoint_args(ckpt: dict) -> Args:
+    """The settings a checkpoint was trained with, checked like flags."""
+    return Args(**{**ckpt["args"], "hidden_sizes": tuple(ckpt["args"]["hidden_sizes"])})
+
+
 def eval_only(args: Args, given: set[str]) -> int:
     ckpt = load_checkpoint(args.checkpoint, prefer="final.pt")
     saved = ckpt["args"]
@@ -1110,8 +1209,7 @@ def eval_only(args: Args, given: set[str]) -> int:
     if (obs_dim, act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
         raise UserError(f"checkpoint expects obs/action sizes {ckpt['obs_dim']}/{ckpt['act_dim']}, "
                         f"{args.env_id} has {obs_dim}/{act_dim}")
-    a = Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
-    learner = Learner(obs_dim, act_dim, env.action_space.low, env.action_space.high, a)
+    learner = Learner(obs_dim, act_dim, env.action_space.low, env.action_space.high, checkpoint_args(ckpt))
     load_weights(ckpt, learner, optimizers=False)
     learner.to(device).eval()
     if args.capture_video:

@@ -132,10 +132,16 @@ def test_plain_log_lines_when_stdout_is_not_a_terminal(pendulum_run):
     """Captured stdout (CI, nohup): one plain line every --log-every steps with steps/s, returns and ETA."""
     _, out, _ = pendulum_run
     lines = [ln for ln in out.splitlines() if ln.startswith("step ")]
-    pattern = r"step (\d+)/400 \| \d+ steps/s \| last return (-|-?\d+\.\d) \| last eval (-|-?\d+\.\d) \| ETA \d\d:\d\d:\d\d"
+    pattern = (r"step (\d+)/400 \| (-|\d+) steps/s \| last return (-|-?\d+\.\d) \| last eval (-|-?\d+\.\d) \| "
+               r"ETA (-|\d\d:\d\d:\d\d)")
     parsed = [re.fullmatch(pattern, ln) for ln in lines]
     assert all(parsed), lines
     assert [int(m[1]) for m in parsed] == [100, 200, 300, 400]
+    # steps/s and the ETA are the learning phase's: unknown ('-') until a whole log interval has run in it
+    # (steps 1-100 are the random warm-up, which runs many times faster)
+    assert parsed[0][2] == "-" and parsed[0][5] == "-"
+    assert all(m[2] != "-" and m[5] != "-" for m in parsed[1:])
+    parsed = [(m[0], m[1], m[3], m[4]) for m in parsed]
     # no episode has ended at step 100; by step 200 one has, and the evaluation at 200 is shown
     assert parsed[0][2] == "-" and parsed[0][3] == "-" and parsed[1][2] != "-" and parsed[1][3] != "-"
     assert "\r" not in out  # no progress-bar redraws in a file
@@ -435,6 +441,8 @@ OPTIONS = {
 def test_research_option_runs_on_hopper(name, tmp_path):
     rc, out, err = run_cli([*HOPPER_TINY, *OPTIONS[name], "--runs-dir", tmp_path])
     assert rc == 0, err
+    for chatter in ["pybullet build time", "argv[0]="]:  # PyBullet's C-level prints stay out of the output
+        assert chatter not in out + err, (chatter, out, err)
     run_dir = single_run_dir(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["total_steps"] == 300
@@ -510,3 +518,65 @@ def test_readme_flag_tables_match_the_help():
             assert tuple(int(x) for x in re.findall(r"\d+", shown)) == value, (flag, default, value)
         else:
             assert type(value)(shown) == value, (flag, default, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained policy in your own Python code
+# ---------------------------------------------------------------------------------------------
+
+
+def mu_by_hand(learner_state: dict, obs: np.ndarray) -> np.ndarray:
+    """mu(s) from the checkpoint's actor weights with numpy alone: ReLU MLP, tanh, scale and bias."""
+    x = np.asarray(obs, dtype=np.float64)
+    layers = sorted({int(k.split(".")[2]) for k in learner_state if k.startswith("actor.net.") and k.endswith("weight")})
+    for i, k in enumerate(layers):
+        w, b = (learner_state[f"actor.net.{k}.{n}"].double().numpy() for n in ("weight", "bias"))
+        x = x @ w.T + b
+        x = np.maximum(x, 0) if i < len(layers) - 1 else np.tanh(x)
+    return x * learner_state["actor.action_scale"].double().numpy() + learner_state["actor.action_bias"].double().numpy()
+
+
+def test_load_policy_acts_like_the_trained_actor(pendulum_run, tmp_path):
+    run_dir = pendulum_run[0]
+    state = load(run_dir / "checkpoints" / "final.pt")["learner"]
+    torch.manual_seed(123)
+    expected_next_draw = torch.rand(1)
+    torch.manual_seed(123)
+    policy = ddpg.load_policy(run_dir)  # a run folder: its final.pt
+    assert torch.equal(torch.rand(1), expected_next_draw), "loading a policy changed the caller's torch RNG"
+    obs = np.array([0.3, -0.9, 4.0], dtype=np.float32)
+    action = policy(obs)
+    assert action.shape == (1,) and -2.0 <= action[0] <= 2.0
+    np.testing.assert_allclose(action, np.clip(mu_by_hand(state, obs), -2, 2), rtol=1e-5, atol=1e-5)
+    batch = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 3
+    actions = policy(batch)
+    assert actions.shape == (64, 1) and np.all(np.abs(actions) <= 2.0)
+    np.testing.assert_allclose(actions, np.clip(mu_by_hand(state, batch), -2, 2), rtol=1e-5, atol=1e-5)
+    assert policy.env_id == "Pendulum-v1" and policy.step == 400
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        policy(np.zeros(4))
+    # a run folder without final.pt (an interrupted run): latest.pt
+    only_latest = tmp_path / "interrupted" / "checkpoints"
+    only_latest.mkdir(parents=True)
+    (only_latest / "latest.pt").write_bytes((run_dir / "checkpoints" / "latest.pt").read_bytes())
+    assert ddpg.load_policy(only_latest.parent).path.name == "latest.pt"
+    # bad checkpoints: the same one-line errors as --eval-only
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ddpg.UserError, match="cannot read checkpoint"):
+        ddpg.load_policy(junk)
+    with pytest.raises(ddpg.UserError, match=r"checkpoint not found: .*final\.pt; .* holds latest\.pt"):
+        ddpg.load_policy(only_latest / "final.pt")
+
+
+def test_missing_final_pt_names_what_the_folder_holds(pendulum_run, tmp_path):
+    """After Ctrl-C there is no final.pt: the error says which checkpoints exist, and the run folder works."""
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "latest.pt").write_bytes((pendulum_run[0] / "checkpoints" / "latest.pt").read_bytes())
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", folder / "final.pt", "--no-cuda"])
+    line = assert_one_error_line(rc, err)
+    assert "final.pt" in line and "holds latest.pt" in line and "pass the run folder" in line, line
+    rc, out, err = run_cli(["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", folder.parent, "--no-cuda",
+                            "--eval-episodes", "1"])
+    assert rc == 0 and "latest.pt" in out, err
