@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal, NamedTuple
 
-# Idle OpenMP threads sleep instead of spinning: with torch's default threads, spin-waiting lost 2/3 of the speed
-# as soon as another busy process shared the cores (benchmarks/threads.py). Read when torch loads, so set it first.
+# Idle OpenMP threads sleep, not spin, so a busy neighbour process costs little (benchmarks/threads.py); before torch
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import gymnasium as gym
@@ -156,9 +155,7 @@ class QNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         d = (lambda t: t.detach()) if detach_params else (lambda t: t)  # grads reach the action only
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0)  # (1, B, obs+act), broadcast to N critics
-        if self.num_q > 1:
-            x = x.expand(self.num_q, -1, -1)
+        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.num_q, -1, -1)  # (N, B, obs+act): N critics
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(d(b), x, d(w))  # x @ W + b for every critic at once
             if k < len(self.weights) - 1:
@@ -210,8 +207,7 @@ class ReplayBuffer:
             self.pos = (self.pos + 1) % self.capacity
 
     def successor(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For transitions in slots idx: the slot of the next transition of the same episode (the
-        slot of s'), and whether there is one (False after an episode's last transition)."""
+        """Slots idx -> the slot of s' (where the episode's next transition starts) and whether it goes on there."""
         next_idx = (idx + 1) % self.capacity
         return next_idx, self.valid[next_idx]
 
@@ -391,7 +387,7 @@ class Learner(nn.Module):
         return -q.mean()  # L = -mean_b Q(s, mu(s))
 
     def update(self, batch: Batch) -> Metrics:
-        """A critic update; every policy_delay-th one an actor update; every target_update_interval-th of those Polyak."""
+        """A critic update; every policy_delay-th, an actor update; every target_update_interval-th of those, Polyak."""
         q_loss, q = self.critic_loss(batch)
         self.critic_opt.zero_grad(set_to_none=True)
         q_loss.backward()
@@ -994,7 +990,8 @@ class Run:
             "exploration_rng": self.rng.bit_generator.state, "rng": rng_state(),
             "env_pickle": pickle.dumps(env) if env_state_picklable(env) else None, "obs": s.obs,
             "ep_return": s.ep_return, "ep_length": s.ep_length,
-            "wall_time": self.wall_time + time.time() - self.t_start, "learn_time": self.learn_time, "learn_steps": self.learn_steps, "eval_returns": self.eval_returns,
+            "wall_time": self.wall_time + time.time() - self.t_start, "learn_time": self.learn_time,
+            "learn_steps": self.learn_steps, "eval_returns": self.eval_returns,
             "wandb_id": self.logger.wandb_id, **({"buffer": buffer_state(self.buffer)} if with_buffer else {}),
         }
 
