@@ -1,0 +1,229 @@
+"""The algorithm checked against independent computations: each test here fails on a plausible one-line bug
+that the rest of the suite let through (acting with the target actor, parameter noise acting with the clean
+actor or never redrawing, action noise not scaled by the half-range, critic layer norm skipped or its gain
+ignored, --update-every ignored, a target computed with the online networks, the actor's loss leaking
+gradients into the critic). Inside the training loop, a recording wrapper sees every action the loop takes."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ddpg
+
+ASYM_LOW, ASYM_HIGH = np.array([-1.0, 0.0]), np.array([3.0, 2.0])
+
+
+def make_learner(**overrides) -> ddpg.Learner:
+    args = dataclasses.replace(ddpg.Args(), hidden_sizes=(16, 16), **overrides)
+    return ddpg.Learner(3, 2, ASYM_LOW, ASYM_HIGH, args)
+
+
+def random_batch(n=64, seed=0) -> ddpg.Batch:
+    g = torch.Generator().manual_seed(seed)
+    return ddpg.Batch(torch.randn(n, 3, generator=g), torch.rand(n, 2, generator=g) * 2 - 0.5,
+                      torch.randn(n, generator=g), (torch.rand(n, generator=g) < 0.3).float(), torch.randn(n, 3, generator=g))
+
+
+def mlp_by_hand(weights, biases, x, ln=None):
+    """An MLP in numpy: ReLU hidden layers (LayerNorm with gain and shift first when ln is given), linear output."""
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        x = x @ w + b
+        if k < len(weights) - 1:
+            if ln is not None:
+                gain, shift = ln[k]
+                x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * gain + shift
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def q_by_hand(critic: ddpg.QNetwork, obs, act) -> np.ndarray:
+    """Q_i(s, a) of every critic, from the parameters alone: shape (N, B)."""
+    x = np.concatenate([obs.double().numpy(), act.double().numpy()], axis=-1)
+    out = []
+    for i in range(critic.num_q):
+        ws = [w[i].detach().double().numpy() for w in critic.weights]
+        bs = [b[i, 0].detach().double().numpy() for b in critic.biases]
+        ln = ([(g[i, 0].detach().double().numpy(), s[i, 0].detach().double().numpy())
+               for g, s in zip(critic.ln_weights, critic.ln_biases)] if critic.layer_norm else None)
+        out.append(mlp_by_hand(ws, bs, x, ln)[:, 0])
+    return np.stack(out)
+
+
+def mu_by_hand(actor: ddpg.Actor, obs) -> np.ndarray:
+    linears = [m for m in actor.net if isinstance(m, torch.nn.Linear)]
+    x = mlp_by_hand([m.weight.detach().double().numpy().T for m in linears],
+                    [m.bias.detach().double().numpy() for m in linears], np.asarray(obs, dtype=np.float64))
+    return np.tanh(x) * actor.action_scale.double().numpy() + actor.action_bias.double().numpy()
+
+
+def scramble(module: torch.nn.Module, seed: int) -> None:
+    """New random values for every parameter: a target network that no longer equals its online network."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The critic's and the actor's losses, against hand computations with targets that differ from the online nets
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_q, q_reduce", [(1, "min"), (2, "min"), (3, "mean")])
+def test_critic_loss_uses_the_target_networks_for_y_and_the_online_critic_for_q(num_q, q_reduce):
+    torch.manual_seed(0)
+    learner = make_learner(num_q=num_q, q_reduce=q_reduce, gamma=0.9)
+    scramble(learner.actor_target, 1)
+    scramble(learner.critic_target, 2)
+    b = random_batch()
+    next_act = mu_by_hand(learner.actor_target, b.next_obs.numpy())
+    next_q = q_by_hand(learner.critic_target, b.next_obs, torch.as_tensor(next_act))
+    next_q = next_q.min(0) if q_reduce == "min" else next_q.mean(0)
+    y = b.rew.double().numpy() + 0.9 * (1 - b.terminated.double().numpy()) * next_q
+    q = q_by_hand(learner.critic, b.obs, b.act)
+    expected = ((q - y) ** 2).mean(1).sum()
+    loss, q_code = learner.critic_loss(b)
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    np.testing.assert_allclose(q_code.detach().double().numpy(), q, rtol=1e-4, atol=1e-5)
+
+
+def test_critic_layer_norm_applies_its_gain_and_shift():
+    torch.manual_seed(0)
+    critic = ddpg.QNetwork(3, 2, (16, 16), num_q=2, layer_norm=True)
+    with torch.no_grad():  # gains and shifts away from LayerNorm's identity start
+        for p in [*critic.ln_weights, *critic.ln_biases]:
+            p.copy_(torch.randn(p.shape) * 0.7 + 0.5)
+    b = random_batch()
+    np.testing.assert_allclose(critic(b.obs, b.act).detach().double().numpy(), q_by_hand(critic, b.obs, b.act),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_actor_loss_is_minus_mean_q_of_critic_0_and_leaks_no_gradient_into_the_critic():
+    torch.manual_seed(0)
+    learner = make_learner(num_q=2, q_reduce="min")
+    b = random_batch()
+    loss = learner.actor_loss(b.obs)
+    mu = mu_by_hand(learner.actor, b.obs.numpy())
+    expected = -q_by_hand(learner.critic, b.obs, torch.as_tensor(mu))[0].mean()
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    learner.critic.zero_grad(set_to_none=True)
+    loss.backward()
+    assert all(p.grad is None for p in learner.critic.parameters()), "the actor's loss sent gradients to the critic"
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.actor.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Exploration: each noise's action against the formula, with the half-range of asymmetric bounds
+# ---------------------------------------------------------------------------------------------
+
+
+def test_action_noise_is_scaled_by_the_half_range_of_each_dimension():
+    torch.manual_seed(0)
+    actor = ddpg.Actor(3, 2, (16,), ASYM_LOW, ASYM_HIGH)
+    obs = np.array([0.1, -0.4, 0.9])
+    scale = (ASYM_HIGH - ASYM_LOW) / 2  # 2 and 1: the two dimensions' noise differs
+    mu = mu_by_hand(actor, obs)
+    gaussian = ddpg.GaussianNoise(scale, 0.3)
+    a = gaussian.explore(actor, obs, np.random.default_rng(5))
+    np.testing.assert_allclose(a, mu + np.random.default_rng(5).normal(0.0, 0.3, 2) * scale, rtol=1e-6)
+    ou = ddpg.OUNoise(scale, 0.3, 0.15, 0.5)
+    a = ou.explore(actor, obs, np.random.default_rng(6))
+    x = 0.3 * np.sqrt(0.5) * np.random.default_rng(6).standard_normal(2)  # one OU step from x = mu = 0
+    np.testing.assert_allclose(a, mu + x * scale, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop, watched from inside the environment
+# ---------------------------------------------------------------------------------------------
+
+
+class Watch(gym.Wrapper):
+    """Records, at every step, the action the loop took and what the actors would have done."""
+
+    def __init__(self, env, run_box):
+        super().__init__(env)
+        self.run_box, self.obs, self.log, self.perturbations = run_box, None, [], []
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.obs = obs
+        return obs, info
+
+    def step(self, action):
+        run = self.run_box[0]
+        learner, noise = run.learner, run.noise
+        self.log.append({"step": run.state.step, "action": np.array(action, dtype=np.float64),
+                         "actor": learner.actor.act(self.obs), "target": learner.actor_target.act(self.obs),
+                         "perturbed": noise.perturbed.act(self.obs) if hasattr(noise, "perturbed") else None,
+                         "n_updates": learner.n_updates})
+        obs, *rest = self.env.step(action)
+        self.obs = obs
+        return (obs, *rest)
+
+
+def watched_run(tmp_path, *flags):
+    """setup() and train() in process, with the training env wrapped by Watch (after setup, before train)."""
+    args, given = ddpg.parse_args(["--env-id", "Pendulum-v1", "--start-steps", "64", "--batch-size", "32",
+                                   "--hidden-sizes", "16", "16", "--max-episode-steps", "50", "--eval-every", "100000",
+                                   "--save-every", "100000", "--log-every", "100000", "--torch-threads", "1",
+                                   "--no-cuda", "--runs-dir", str(tmp_path), *flags])
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        run = ddpg.setup(args, given)
+        box = [run]
+        run.env = watch = Watch(run.env, box)
+        watch.obs = run.state.obs
+        run.start()
+        resets = []
+        original_reset = run.noise.reset
+
+        def reset(actor, rng):  # the noise's per-episode reset, recording what it leaves behind
+            original_reset(actor, rng)
+            if hasattr(run.noise, "perturbed"):
+                resets.append([p.clone() for p in run.noise.perturbed.parameters()])
+        run.noise.reset = reset
+        ddpg.train(run.args, run)
+        run.close()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    return run, watch.log, resets
+
+
+def test_the_loop_acts_with_the_online_actor_not_the_target(tmp_path):
+    """With noise 0, every learning-phase action is clip(mu(s)) of the online actor; the target actor is made to
+    disagree strongly, so acting with it would show."""
+    run, log, _ = watched_run(tmp_path, "--total-steps", "150", "--noise-std", "0", "--tau", "0.001")
+    learning = [r for r in log if r["step"] > 64]
+    assert len(learning) == 150 - 64
+    assert all(np.allclose(r["action"], np.clip(r["actor"], -2, 2), atol=1e-6) for r in learning)
+    assert sum(not np.allclose(r["target"], r["actor"], atol=1e-3) for r in learning) > 40, "the actors never differed"
+
+
+def test_parameter_noise_acts_with_its_perturbed_actor_and_redraws_it_every_episode(tmp_path):
+    run, log, resets = watched_run(tmp_path, "--total-steps", "250", "--noise-type", "param", "--noise-std", "0.5")
+    learning = [r for r in log if r["step"] > 64]
+    assert all(np.allclose(r["action"], np.clip(r["perturbed"], -2, 2), atol=1e-6) for r in learning)
+    assert sum(not np.allclose(r["perturbed"], r["actor"], atol=1e-3) for r in learning) > 100
+    assert len(resets) == 250 // 50  # one per episode end (the first episode's draw happened in setup)
+    assert all(any(not torch.equal(a, b) for a, b in zip(x, y)) for x, y in zip(resets, resets[1:])), \
+        "the perturbation was not redrawn at an episode start"
+
+
+@pytest.mark.parametrize("update_every, updates_per_step", [(1, 1), (4, 1), (3, 2)])
+def test_update_every_runs_the_updates_in_bursts(tmp_path, update_every, updates_per_step):
+    run, log, _ = watched_run(tmp_path, "--total-steps", "120", "--update-every", str(update_every),
+                              "--updates-per-step", str(updates_per_step))
+    # n_updates seen by the env at step t = updates made in steps before t
+    for r in log:
+        burst_steps = sum(1 for t in range(65, r["step"]) if t % update_every == 0)
+        assert r["n_updates"] == burst_steps * update_every * updates_per_step, r
+    final_bursts = sum(1 for t in range(65, 121) if t % update_every == 0)
+    assert run.learner.n_updates == final_bursts * update_every * updates_per_step
