@@ -8,7 +8,8 @@ summary.json lacks it. Runs are grouped by environment (one panel each) and by t
 options that differ between runs (seed, names, paths, logging and device options aside; choose
 them with --label-keys). Each group is drawn as the mean over seeds with a 95% bootstrap
 confidence band. Writes OUT.png, OUT.svg and OUT.md, a markdown table of final returns per
-group: mean, std over seeds, IQM (interquartile mean) and the number of seeds.
+group: mean, std over seeds, IQM (interquartile mean, interpolated so that it means something
+with 3 seeds already; see iqm()) and the number of seeds.
 
 Only runs whose summary.json says "finished" are used, unless --include-unfinished.
 """
@@ -195,12 +196,33 @@ def curve_stats(group: Group, confidence: float, resamples: int) -> tuple[np.nda
     return steps, mean, low, high
 
 
+def iqm(values) -> float:
+    """Interquartile mean, interpolated: the mean of the middle 50% of the sorted values, where the
+    i-th smallest of n values covers [i, i + 1) of [0, n], the middle 50% is [n/4, 3n/4], and a value
+    cut by a quartile counts with the fraction of it inside. For n divisible by 4 this is the mean of
+    the middle n/2 values, scipy.stats.trim_mean(x, 0.25), which rliable's IQM uses. For other n,
+    trim_mean drops floor(n/4) values per side: none of 3 seeds, so its IQM is the plain mean. Here 3
+    seeds weigh 1/4, 1, 1/4 (one outlier moves the IQM far less than the mean) and 5 seeds 0, 3/4, 1,
+    3/4, 0. With 1 or 2 values every weight is equal: the IQM is the mean and cannot differ from it."""
+    x = np.sort(np.asarray(values, dtype=float).ravel())
+    n = len(x)
+    if n == 0:
+        return float("nan")
+    left = np.arange(n)  # value i covers [i, i + 1)
+    weights = np.clip(np.minimum(left + 1, 0.75 * n) - np.maximum(left, 0.25 * n), 0.0, None)
+    return float(weights @ x / weights.sum())  # the weights sum to n/2
+
+
+IQM_MIN_SEEDS = 3  # below this the interpolated IQM equals the mean: the table says so instead of a number
+
+
 def final_stats(group: Group, confidence: float, resamples: int) -> dict:
-    """Final returns over seeds: mean, std (ddof=1), IQM, CI of the mean, number of seeds."""
+    """Final returns over seeds: mean, std (ddof=1), IQM (interpolated, iqm()), CI of the mean,
+    number of seeds."""
     finals = np.array([run.final for run in group.runs])
     low, high = bootstrap_ci(finals, confidence, resamples)
     return {"seeds": len(finals), "mean": finals.mean(), "std": finals.std(ddof=1) if len(finals) > 1 else np.nan,
-            "iqm": stats.trim_mean(finals, 0.25), "low": low, "high": high,
+            "iqm": iqm(finals), "low": low, "high": high,
             "steps": sorted({int(run.steps[-1]) for run in group.runs})}
 
 
@@ -248,14 +270,18 @@ def number(x: float) -> str:
 
 
 def markdown_table(groups: list[Group], confidence: float, resamples: int) -> str:
-    """Final evaluation returns per environment and group."""
+    """Final evaluation returns per environment and group, and a note on how the IQM is computed."""
     lines = [f"| env | group | seeds | steps | mean | std | IQM | {confidence:.0%} CI of mean |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for group in groups:
         s = final_stats(group, confidence, resamples)
         steps = "/".join(str(x) for x in s["steps"])
+        iqm_cell = number(s["iqm"]) if s["seeds"] >= IQM_MIN_SEEDS else "= mean"
         lines.append(f"| {group.env_id} | {group.label} | {s['seeds']} | {steps} | {number(s['mean'])} | "
-                     f"{number(s['std'])} | {number(s['iqm'])} | [{number(s['low'])}, {number(s['high'])}] |")
+                     f"{number(s['std'])} | {iqm_cell} | [{number(s['low'])}, {number(s['high'])}] |")
+    lines += ["", "IQM: interquartile mean of the seeds' final returns, interpolated: the mean of the middle 50%, "
+              "the seeds cut by a quartile counted with the fraction inside it (3 seeds weigh 1/4, 1, 1/4). "
+              f"With fewer than {IQM_MIN_SEEDS} seeds it equals the mean (\"= mean\")."]
     return "\n".join(lines) + "\n"
 
 

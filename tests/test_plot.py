@@ -16,7 +16,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "experiments" / "plot.py"
 STEPS = [1000, 2000, 3000]
-# final returns of the 4 seeds of each (env, noise type): the IQM drops the best and the worst
+# final returns of the 4 seeds of each (env, noise type): the IQM is the mean of the middle two
 FINALS = {("Pendulum-v1", "gaussian"): [-400.0, -300.0, -200.0, 100.0],
           ("Pendulum-v1", "ou"): [-900.0, -800.0, -800.0, -100.0],
           ("HopperBulletEnv-v0", "gaussian"): [500.0, 1000.0, 1500.0, 3000.0]}
@@ -94,6 +94,52 @@ def test_table_statistics_over_seeds(runs_dir, tmp_path, env_id, noise_type):
     assert float(iqm) == pytest.approx(np.sort(finals)[1:3].mean(), abs=0.05)
     low, high = (float(x) for x in row[7].strip("[]").split(","))
     assert finals.min() <= low <= finals.mean() <= high <= finals.max()
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([5.0], 5.0),
+    ([1.0, 9.0], 5.0),  # 2 values: the IQM is the mean
+    ([0.0, 10.0, 100.0], (0.25 * 0.0 + 10.0 + 0.25 * 100.0) / 1.5),  # 23.33; mean 36.67, trim_mean 36.67
+    ([484.0, 780.0, 1457.0], (0.25 * 484.0 + 780.0 + 0.25 * 1457.0) / 1.5),  # 843.5: README's Hopper DDPG seeds
+    ([-400.0, -300.0, -200.0, 100.0], -250.0),  # 4 values: the middle two
+    ([1.0, 2.0, 3.0, 4.0, 100.0], (0.75 * 2.0 + 3.0 + 0.75 * 4.0) / 2.5),  # 3.0: the outlier has weight 0
+    ([float(v) for v in range(8)], 3.5),  # the middle four
+])
+def test_iqm_is_the_interpolated_interquartile_mean(values, expected):
+    assert plot.iqm(values) == pytest.approx(expected)
+    assert plot.iqm(values[::-1]) == pytest.approx(expected)  # order does not matter
+
+
+def test_iqm_against_trim_mean_and_the_mean():
+    rng = np.random.default_rng(0)
+    for n in range(1, 13):
+        for _ in range(20):
+            x = rng.standard_cauchy(n) * 100.0  # heavy tails: outliers are common
+            value = plot.iqm(x)
+            assert x.min() <= value <= x.max()
+            if n % 4 == 0:  # the quartiles fall between values: scipy's (and rliable's) 25% trimmed mean
+                assert value == pytest.approx(stats.trim_mean(x, 0.25))
+            if n <= 2:  # every value is cut in half or whole: the mean, nothing else is possible
+                assert value == pytest.approx(x.mean())
+    x = np.array([0.0, 10.0, 100.0])
+    assert stats.trim_mean(x, 0.25) == pytest.approx(x.mean())  # what the table showed before: no information
+    assert plot.iqm(x) < x.mean()  # the high outlier pulls the mean, not the IQM
+    assert np.isnan(plot.iqm([]))
+
+
+def test_table_iqm_with_few_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, final in enumerate([0.0, 10.0, 100.0], start=1):
+        make_run(runs, "Pendulum-v1", "ou", seed, [final - 200.0, final - 100.0, final])
+    for seed, final in enumerate([-500.0, -300.0], start=1):
+        make_run(runs, "Pendulum-v1", "gaussian", seed, [final - 200.0, final - 100.0, final])
+    plot.main([str(runs), "--out", str(tmp_path / "t")])
+    table = (tmp_path / "t.md").read_text()
+    three = table_row(table, "Pendulum-v1", "noise_type=ou")
+    assert (three[2], three[4], three[6]) == ("3", "36.7", "23.3")  # seeds, mean, IQM
+    two = table_row(table, "Pendulum-v1", "noise_type=gaussian")
+    assert (two[2], two[4], two[6]) == ("2", "-400.0", "= mean")
+    assert "interpolated" in table and "fewer than 3 seeds it equals the mean" in table
 
 
 def test_groups_by_differing_options_only(runs_dir):

@@ -9,7 +9,13 @@ Every code span of the tutorial that looks like code must name something that ex
     (`QNetwork.forward(..., detach_params=True)`) are parameters of the function;
   - TensorBoard tags (`eval/return_mean`) are written somewhere in ddpg.py;
   - shell commands in code spans and fenced blocks (`python ddpg.py ...`, the sweep script's
-    grid and pass-through flags) use existing flags.
+    grid and pass-through flags) use existing flags;
+  - algorithm boxes (a fenced block after `<!-- algorithm -->`): every line ends with
+    `# name, name` naming the ddpg.py functions or classes that do it, and its --flags exist;
+  - excerpts (a ```python block after `<!-- excerpt: ddpg.py -->`) appear in ddpg.py verbatim,
+    lines in the same order, up to one common indentation; the tutorial quotes the three methods
+    of the update (REQUIRED_EXCERPTS);
+  - every experiment figure in docs/figs (a PNG with its table) is shown in the tutorial.
 Only the short ALLOWED_* lists below are exempt. The tutorial's math must also avoid the
 constructs that GitHub's markdown mangles before MathJax sees them, and its links must resolve.
 """
@@ -22,6 +28,7 @@ import functools
 import inspect
 import re
 import shlex
+import textwrap
 import typing
 from pathlib import Path
 
@@ -74,6 +81,12 @@ REQUIRED = {
     "--critic-layer-norm", "--weights-init", "--bias-init", "--max-episode-steps",
 }
 
+# Code blocks bound to ddpg.py by the HTML comment on the line before their opening fence.
+ALGORITHM_MARK = "<!-- algorithm -->"
+EXCERPT_MARK = "<!-- excerpt: ddpg.py -->"
+REQUIRED_EXCERPTS = ("Learner.critic_loss", "Learner.actor_loss", "Learner.update")  # some excerpt lies in each
+FLAG_IN_TEXT = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
 HINTS = typing.get_type_hints(ddpg.Args)
 CHOICES = {name: set(typing.get_args(h)) for name, h in HINTS.items() if typing.get_origin(h) is typing.Literal}
 CHOICES["noise_type"] = set(ddpg.NOISES)  # a str flag whose values are the keys of the noise registry
@@ -122,6 +135,8 @@ class Checker:
     def __init__(self):
         self.problems: list[str] = []
         self.referenced: set[str] = set()
+        self.algorithm_boxes = 0  # checked algorithm boxes
+        self.excerpt_spans: list[tuple[int, int]] = []  # ddpg.py lines (first, last) of each verbatim excerpt
         self.source = (REPO / "ddpg.py").read_text()
 
     def problem(self, where: str, message: str) -> None:
@@ -303,6 +318,97 @@ def split_fences(text: str) -> tuple[str, list[tuple[str, int, str]]]:
     return "\n".join(prose), blocks
 
 
+def marked_blocks(text: str, mark: str) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The fenced blocks (info, first line, body) whose opening fence follows the HTML comment
+    `mark` (blank lines between allowed), and a problem for each mark that no block follows."""
+    prose, blocks = split_fences(text)
+    starts = {block[1]: block for block in blocks}
+    lines = prose.splitlines()
+    found, problems = [], []
+    for n, line in enumerate(lines, 1):
+        if line.strip() != mark:
+            continue
+        k = n + 1
+        while k <= len(lines) and not lines[k - 1].strip() and k not in starts:
+            k += 1
+        if k in starts:
+            found.append(starts[k])
+        else:
+            problems.append(f"line {n}: {mark} is not followed by a fenced code block")
+    return found, problems
+
+
+def algorithm_box(c: Checker, start: int, body: str) -> None:
+    """Every line of the box ends with `# name, name`: ddpg.py functions or classes; --flags exist."""
+    for k, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"algorithm box at line {start}, line {k}"
+        code, sep, names = line.rpartition("#")
+        if not sep or not names.strip():
+            c.problem(where, f"names no ddpg.py function; end it with '# function, Class.method': {line.strip()!r}")
+            continue
+        for name in (n.strip() for n in names.split(",")):
+            try:
+                obj = resolve(name)
+            except LookupError as e:
+                c.problem(where, f"`{name}` does not exist in ddpg.py (first missing: {e.args[0]!r})")
+                continue
+            if not callable(obj):
+                c.problem(where, f"`{name}` is not a function or class of ddpg.py")
+                continue
+            c.referenced.add(name)
+        for m in FLAG_IN_TEXT.finditer(code):
+            c.flag(m.group(0), where)
+
+
+def find_excerpt(lines: list[str], source: list[str]) -> tuple[int, int]:
+    """Where in source the lines start and how many of them match there, at the place that matches
+    the most (all of them: a verbatim copy); (-1, 0) if even the first line is nowhere. The lines
+    match source after one indentation is added to all of them."""
+    first_indent = len(lines[0]) - len(lines[0].lstrip())
+    best = (-1, 0)
+    for i, src in enumerate(source):
+        base = len(src) - len(src.lstrip()) - first_indent
+        if base < 0 or src.strip() != lines[0].strip():
+            continue
+        matched = 0
+        for j, line in enumerate(lines):
+            expected = " " * base + line if line.strip() else ""
+            if i + j >= len(source) or source[i + j].rstrip() != expected.rstrip():
+                break
+            matched += 1
+        if matched > best[1]:
+            best = (i, matched)
+        if matched == len(lines):
+            break
+    return best
+
+
+def excerpt(c: Checker, info: str, start: int, body: str) -> tuple[int, int] | None:
+    """The ddpg.py line range (1-based, inclusive) the excerpt is a verbatim copy of, or None."""
+    where = f"excerpt at line {start}"
+    if info != "python":
+        c.problem(where, f"an excerpt of ddpg.py must be a python block, not {info or 'plain'!r}")
+        return None
+    lines = textwrap.dedent(body).strip("\n").splitlines()
+    if not lines:
+        c.problem(where, "is empty")
+        return None
+    source = c.source.splitlines()
+    at, matched = find_excerpt(lines, source)
+    if matched == len(lines):
+        return at + 1, at + len(lines)
+    if matched == 0:
+        c.problem(where, f"its first line {lines[0].strip()!r} is not in ddpg.py")
+    else:
+        i = at + matched
+        theirs = source[i].strip() if i < len(source) else "<end of ddpg.py>"
+        c.problem(where, f"not verbatim in ddpg.py: its line {matched + 1} {lines[matched].strip()!r} is "
+                         f"{theirs!r} in ddpg.py; copy the current code into the tutorial")
+    return None
+
+
 def check(text: str) -> Checker:
     c = Checker()
     prose, blocks = split_fences(text)
@@ -316,7 +422,23 @@ def check(text: str) -> Checker:
         for k, line in enumerate(lines):
             if line.strip() and not line.strip().startswith("#"):
                 c.command(line, f"block at line {start}, line {k + 1}")
+    boxes, unmarked = marked_blocks(text, ALGORITHM_MARK)
+    for _, start, body in boxes:
+        algorithm_box(c, start, body)
+    c.algorithm_boxes = len(boxes)
+    excerpts, more = marked_blocks(text, EXCERPT_MARK)
+    for info, start, body in excerpts:
+        span = excerpt(c, info, start, body)
+        if span is not None:
+            c.excerpt_spans.append(span)
+    c.problems += unmarked + more
     return c
+
+
+def source_span(name: str) -> tuple[int, int]:
+    """The ddpg.py lines (1-based, inclusive) of a function or method."""
+    lines, first = inspect.getsourcelines(resolve(name))
+    return first, first + len(lines) - 1
 
 
 def math_segments(text: str) -> tuple[list[str], list[str], list[str]]:
@@ -397,6 +519,89 @@ def test_every_code_name_in_the_tutorial_exists_in_ddpg():
     assert not checker.problems, "docs/TUTORIAL.md refers to things ddpg.py lacks:\n" + "\n".join(checker.problems)
     missing = REQUIRED - checker.referenced
     assert not missing, f"the tutorial no longer points to: {sorted(missing)}"
+
+
+def test_algorithm_boxes_and_excerpts_follow_ddpg():
+    checker = check(TUTORIAL.read_text())
+    assert checker.algorithm_boxes >= 2, "the tutorial lost its algorithm boxes (section 2.4)"
+    for name in REQUIRED_EXCERPTS:
+        first, last = source_span(name)
+        assert any(first <= a and b <= last for a, b in checker.excerpt_spans), \
+            f"no verbatim excerpt of {name} in the tutorial (found {checker.excerpt_spans})"
+
+
+def test_experiment_figures_are_shown_in_the_tutorial():
+    text = TUTORIAL.read_text()
+    figures = sorted(p.stem for p in (REPO / "docs" / "figs").glob("*.png") if p.with_suffix(".md").is_file())
+    assert figures, "docs/figs holds no figures"
+    prose, _ = split_fences(text)
+    shown = set(re.findall(r"!\[[^\]]*\]\(figs/([\w.-]+)\.png\)", CODE_SPAN.sub(" ", prose)))
+    missing = [name for name in figures if name not in shown]
+    assert not missing, f"figures not shown in docs/TUTORIAL.md: {missing} (embed them as ![...](figs/NAME.png))"
+
+
+def test_the_box_and_excerpt_checks_catch_drift():
+    actor_loss = textwrap.dedent(inspect.getsource(ddpg.Learner.actor_loss))
+    update = textwrap.dedent(inspect.getsource(ddpg.Learner.update)).splitlines()
+    tail = "\n".join(update[next(i for i, ln in enumerate(update) if "n_actor_updates += 1" in ln):])
+    good = f"""
+<!-- algorithm -->
+```text
+y = r + gamma (1 - terminated) Q'(s', mu'(s'))     # Learner.critic_loss, bellman_target
+repeat --update-every x --updates-per-step times:  # train
+    one update                                     # Learner.update, Batch
+```
+
+<!-- excerpt: ddpg.py -->
+```python
+{textwrap.indent(actor_loss, "        ")}
+```
+
+<!-- excerpt: ddpg.py -->
+
+```python
+{tail}
+```
+"""
+    c = check(good)
+    assert c.problems == [] and c.algorithm_boxes == 1 and len(c.excerpt_spans) == 2
+    assert source_span("Learner.actor_loss") in c.excerpt_spans
+    (first, last), = [s for s in c.excerpt_spans if s != source_span("Learner.actor_loss")]
+    assert last == source_span("Learner.update")[1] and first > source_span("Learner.update")[0]
+
+    stale = actor_loss.replace("detach_params=True", "detach_params=False")
+    bad = f"""
+<!-- algorithm -->
+```text
+y = r + gamma Q'(s', mu'(s'))     # bellman_targett
+L = mean over the batch of (Q - y)^2
+repeat --update-evry times        # train
+count the updates                 # Learner.n_updates
+```
+
+<!-- excerpt: ddpg.py -->
+```python
+{stale}
+```
+
+<!-- excerpt: ddpg.py -->
+```python
+this line is not in ddpg.py
+```
+
+<!-- excerpt: ddpg.py -->
+```text
+return -q.mean()  # L = -mean_b Q(s, mu(s))
+```
+
+<!-- algorithm -->
+and no block
+"""
+    problems = "\n".join(check(bad).problems)
+    for needle in ["bellman_targett", "names no ddpg.py function", "--update-evry", "`Learner.n_updates` is not a "
+                   "function", "not verbatim in ddpg.py: its line 3", "'this line is not in ddpg.py' is not in",
+                   "must be a python block", "is not followed by a fenced code block"]:
+        assert needle in problems, f"{needle!r} not reported; problems:\n{problems}"
 
 
 def test_the_checker_catches_drift():
