@@ -6,8 +6,12 @@ Every folder under the given paths that holds a config.json is a run. Its evalua
 comes from summary.json (eval_returns), or from its TensorBoard events (eval/return_mean) when
 summary.json lacks it. Runs are grouped by environment (one panel each) and by the config.json
 options that differ between runs (seed, names, paths, logging and device options aside; choose
-them with --label-keys). Each group is drawn as the mean over seeds with a 95% bootstrap
-confidence band. Writes OUT.png, OUT.svg and OUT.md, a markdown table of final returns per
+them with --label-keys). A group is named after its arm: runs of a sweep (exp-names SWEEP_ARM...)
+take the exp-name without the sweep's name (`td3` for [variants.td3], `noise-type-ou` for a grid
+point); other runs are named by the options that differ; --label OLD=NEW renames. Each group is
+drawn as the mean over seeds with a 95% bootstrap confidence band, or, with fewer than 5 seeds
+(too few for a bootstrap to mean much), the band of the seeds' range, and the legend says which.
+Writes OUT.png, OUT.svg and OUT.md, a markdown table of final returns per
 group: mean, std over seeds, IQM (interquartile mean, interpolated so that it means something
 with 3 seeds already; see iqm()) and the number of seeds.
 
@@ -155,8 +159,26 @@ def drop_repeats(runs: list[Run]) -> list[Run]:
     return list(kept.values())
 
 
-def group_runs(runs: list[Run], label_keys: list[str]) -> list[Group]:
-    """Runs grouped by environment and the values of label_keys, in a stable order."""
+def arm_names(groups: list[Group]) -> dict[str, str] | None:
+    """Group label -> arm name, when every run comes from one sweep (exp-names SWEEP_ARM..., see
+    experiments/sweep.py) and each group is one arm: the exp-name without 'SWEEP_'. Else None."""
+    names = {g.label: {str(run.config.get("exp_name")) for run in g.runs} for g in groups}
+    if any(len(n) != 1 for n in names.values()):
+        return None
+    names = {label: n.pop() for label, n in names.items()}
+    sweeps = {name.split("_", 1)[0] for name in names.values()}
+    if len(sweeps) != 1 or not all("_" in name for name in names.values()):
+        return None
+    arms = {label: name.split("_", 1)[1] for label, name in names.items()}
+    by_env = {}
+    for g in groups:  # two groups of one environment must not share an arm name
+        by_env.setdefault(g.env_id, []).append(arms[g.label])
+    return arms if all(len(a) == len(set(a)) for a in by_env.values()) else None
+
+
+def group_runs(runs: list[Run], label_keys: list[str], arms: bool = True) -> list[Group]:
+    """Runs grouped by environment and the values of label_keys, in a stable order, named by their
+    arm (arms=True, see arm_names), else by those values."""
     buckets: dict[tuple, list[Run]] = {}
     for run in drop_repeats(runs):
         key = (run.config.get("env_id", "?"), tuple(hashable(run.config.get(k)) for k in label_keys))
@@ -166,6 +188,9 @@ def group_runs(runs: list[Run], label_keys: list[str]) -> list[Group]:
         exp_names = sorted({str(run.config.get("exp_name")) for run in members})
         label = ", ".join(f"{k}={text(v)}" for k, v in zip(label_keys, values, strict=True))
         groups.append(Group(env_id, label or text(exp_names), sorted(members, key=lambda r: r.path.name)))
+    names = arm_names(groups) if arms else None
+    for g in groups:
+        g.label = (names or {}).get(g.label, g.label)
     return groups
 
 
@@ -185,14 +210,24 @@ def bootstrap_ci(values: np.ndarray, confidence: float, resamples: int, seed: in
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+CI_MIN_SEEDS = 5  # below this a bootstrap CI of the mean is hardly more than the seeds' range: show the range
+
+
+def spread(values: np.ndarray, confidence: float, resamples: int) -> tuple[float, float]:
+    """The band around a mean: the bootstrap CI with at least CI_MIN_SEEDS values, else min and max."""
+    if len(values) < CI_MIN_SEEDS:
+        return float(np.min(values)), float(np.max(values))
+    return bootstrap_ci(values, confidence, resamples)
+
+
 def curve_stats(group: Group, confidence: float, resamples: int) -> tuple[np.ndarray, ...]:
-    """Steps, mean, CI low and CI high over the seeds that evaluated at each step."""
+    """Steps, mean, and the band's low and high (spread()) over the seeds that evaluated at each step."""
     steps = np.unique(np.concatenate([run.steps for run in group.runs]))
     mean, low, high = (np.empty(len(steps)) for _ in range(3))
     for i, step in enumerate(steps):
         values = np.array([run.returns[run.steps == step][0] for run in group.runs if step in run.steps])
         mean[i] = values.mean()
-        low[i], high[i] = bootstrap_ci(values, confidence, resamples)
+        low[i], high[i] = spread(values, confidence, resamples)
     return steps, mean, low, high
 
 
@@ -220,7 +255,7 @@ def final_stats(group: Group, confidence: float, resamples: int) -> dict:
     """Final returns over seeds: mean, std (ddof=1), IQM (interpolated, iqm()), CI of the mean,
     number of seeds."""
     finals = np.array([run.final for run in group.runs])
-    low, high = bootstrap_ci(finals, confidence, resamples)
+    low, high = spread(finals, confidence, resamples)
     return {"seeds": len(finals), "mean": finals.mean(), "std": finals.std(ddof=1) if len(finals) > 1 else np.nan,
             "iqm": iqm(finals), "low": low, "high": high,
             "steps": sorted({int(run.steps[-1]) for run in group.runs})}
@@ -251,12 +286,15 @@ def plot(groups: list[Group], title: str | None, confidence: float, resamples: i
             steps, mean, low, high = curve_stats(group, confidence, resamples)
             ax.plot(steps, mean, color=colors[group.label])
             ax.fill_between(steps, low, high, color=colors[group.label], alpha=0.2, linewidth=0)
-        ax.set(title=env_id, xlabel="environment steps", ylabel=f"eval return (mean, {confidence:.0%} CI)")
+        ax.set(title=env_id, xlabel="environment steps", ylabel="eval return (mean over seeds)")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(envs):]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color=colors[label]) for label in labels]
-    names = [f"{label} ({seed_count([g for g in groups if g.label == label])})" for label in labels]
+    def band(label: str) -> str:
+        few = any(len(g.runs) < CI_MIN_SEEDS for g in groups if g.label == label)
+        return "band: seeds' range" if few else f"band: {confidence:.0%} CI"
+    names = [f"{label} ({seed_count([g for g in groups if g.label == label])}, {band(label)})" for label in labels]
     ncol = min(len(labels), 2 if max(map(len, names)) <= 45 * cols / 2 else 1)  # long labels: one column
     fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize="small", frameon=False)
     if title:
@@ -271,17 +309,20 @@ def number(x: float) -> str:
 
 def markdown_table(groups: list[Group], confidence: float, resamples: int) -> str:
     """Final evaluation returns per environment and group, and a note on how the IQM is computed."""
-    lines = [f"| env | group | seeds | steps | mean | std | IQM | {confidence:.0%} CI of mean |",
+    lines = [f"| env | group | seeds | steps | mean | std | IQM | {confidence:.0%} CI of mean, or range |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for group in groups:
         s = final_stats(group, confidence, resamples)
         steps = "/".join(str(x) for x in s["steps"])
         iqm_cell = number(s["iqm"]) if s["seeds"] >= IQM_MIN_SEEDS else "= mean"
+        kind = "range" if s["seeds"] < CI_MIN_SEEDS else "CI"
         lines.append(f"| {group.env_id} | {group.label} | {s['seeds']} | {steps} | {number(s['mean'])} | "
-                     f"{number(s['std'])} | {iqm_cell} | [{number(s['low'])}, {number(s['high'])}] |")
+                     f"{number(s['std'])} | {iqm_cell} | [{number(s['low'])}, {number(s['high'])}] {kind} |")
     lines += ["", "IQM: interquartile mean of the seeds' final returns, interpolated: the mean of the middle 50%, "
               "the seeds cut by a quartile counted with the fraction inside it (3 seeds weigh 1/4, 1, 1/4). "
-              f"With fewer than {IQM_MIN_SEEDS} seeds it equals the mean (\"= mean\")."]
+              f"With fewer than {IQM_MIN_SEEDS} seeds it equals the mean (\"= mean\"). "
+              f"Last column: the bootstrap {confidence:.0%} CI of the mean over seeds (CI), or with fewer than "
+              f"{CI_MIN_SEEDS} seeds the seeds' range (range), since a bootstrap over so few seeds is little more."]
     return "\n".join(lines) + "\n"
 
 
@@ -295,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-keys", nargs="+", metavar="KEY", help="config.json options that name and "
                         "define a group (default: every option that differs between the runs); runs that "
                         "differ only in other options are pooled")
+    parser.add_argument("--label", action="append", default=[], metavar="OLD=NEW", help="show the group OLD "
+                        "(an arm name or an options label) as NEW; repeat for several")
+    parser.add_argument("--no-arm-names", action="store_true", help="name groups by the options that differ, "
+                        "even for the runs of a sweep")
     parser.add_argument("--include-unfinished", action="store_true", help="also use interrupted, diverged and "
                         "still-running runs (their last evaluation counts as final)")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the bands (0.95)")
@@ -320,7 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     pooled = sorted(set(differing_keys(runs)) - set(label_keys))
     if pooled:
         print(f"note: runs that differ in {pooled} are pooled (not in --label-keys)", file=sys.stderr)
-    groups = group_runs(runs, label_keys)
+    bad = [item for item in ns.label if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        parser.error(f"--label needs OLD=NEW, got {bad[0]!r}")
+    rename = dict(item.split("=", 1) for item in ns.label)
+    groups = group_runs(runs, label_keys, arms=not ns.no_arm_names and not ns.label_keys)
+    unused = sorted(set(rename) - {g.label for g in groups})
+    if unused:
+        parser.error(f"--label {', '.join(unused)}: no such group (the groups: "
+                     f"{', '.join(sorted({g.label for g in groups}))})")
+    for g in groups:
+        g.label = rename.get(g.label, g.label)
 
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot(groups, ns.title, ns.confidence, ns.resamples)

@@ -92,8 +92,9 @@ def test_table_statistics_over_seeds(runs_dir, tmp_path, env_id, noise_type):
     assert float(std) == pytest.approx(finals.std(ddof=1), abs=0.05)
     assert float(iqm) == pytest.approx(stats.trim_mean(finals, 0.25), abs=0.05)
     assert float(iqm) == pytest.approx(np.sort(finals)[1:3].mean(), abs=0.05)
-    low, high = (float(x) for x in row[7].strip("[]").split(","))
-    assert finals.min() <= low <= finals.mean() <= high <= finals.max()
+    interval, kind = row[7].rsplit(" ", 1)
+    low, high = (float(x) for x in interval.strip("[]").split(","))
+    assert kind == "range" and (low, high) == (finals.min(), finals.max())  # 4 seeds: the range, not a CI
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -161,6 +162,40 @@ def test_label_keys_choose_the_groups(runs_dir, tmp_path, capsys):
         plot.main([str(runs_dir), "--out", str(tmp_path / "t"), "--label-keys", "no_such_option"])
 
 
+def test_with_5_seeds_the_band_and_the_table_give_a_bootstrap_ci(tmp_path):
+    runs = tmp_path / "runs"
+    finals = np.array([-500.0, -300.0, -250.0, -200.0, 100.0])
+    for seed, final in enumerate(finals, start=1):
+        make_run(runs, "Pendulum-v1", "ou", seed, [final - 200.0, final - 100.0, final])
+    plot.main([str(runs), "--out", str(tmp_path / "t"), "--resamples", "500"])
+    interval, kind = table_row((tmp_path / "t.md").read_text(), "Pendulum-v1", "x-ou")[7].rsplit(" ", 1)
+    low, high = (float(x) for x in interval.strip("[]").split(","))
+    assert kind == "CI" and finals.min() < low < finals.mean() < high < finals.max()
+    expected = plot.bootstrap_ci(finals, 0.95, 500)
+    assert (low, high) == pytest.approx(expected, abs=0.05)
+
+
+def test_sweep_runs_are_named_by_their_arm_and_can_be_renamed(tmp_path):
+    """exp-names from experiments/sweep.py (SWEEP_ARM): legend and table say 'td3', not the flag list."""
+    runs = tmp_path / "runs"
+    for arm, options in [("ddpg", {}), ("td3", {"num_q": 2, "policy_delay": 2, "target_noise": 0.2})]:
+        for seed in (1, 2):
+            folder = make_run(runs, "HopperBulletEnv-v0", "gaussian", seed, [100.0 * seed], **options)
+            config = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**config, "exp_name": f"hopper_{arm}"}))
+            folder.rename(folder.with_name(f"{arm}-{folder.name}"))
+    plot.main([str(runs), "--out", str(tmp_path / "t")])
+    table = (tmp_path / "t.md").read_text()
+    assert table_row(table, "HopperBulletEnv-v0", "td3")[2] == "2" and table_row(table, "HopperBulletEnv-v0", "ddpg")
+    assert "num_q" not in table
+    plot.main([str(runs), "--out", str(tmp_path / "r"), "--label", "td3=TD3 combination"])
+    assert table_row((tmp_path / "r.md").read_text(), "HopperBulletEnv-v0", "TD3 combination")[2] == "2"
+    plot.main([str(runs), "--out", str(tmp_path / "f"), "--no-arm-names"])
+    assert "num_q=2, policy_delay=2, target_noise=0.2" in (tmp_path / "f.md").read_text()
+    with pytest.raises(SystemExit):
+        plot.main([str(runs), "--out", str(tmp_path / "x"), "--label", "sac=SAC"])
+
+
 def test_curve_band_is_a_bootstrap_interval_of_the_mean(runs_dir):
     runs = plot.load_runs([runs_dir], include_unfinished=False)
     (group,) = [g for g in plot.group_runs(runs, ["noise_type"])
@@ -169,7 +204,12 @@ def test_curve_band_is_a_bootstrap_interval_of_the_mean(runs_dir):
     finals = np.array(FINALS[("Pendulum-v1", "ou")])
     assert list(steps) == STEPS
     np.testing.assert_allclose(mean, [finals.mean() - 200, finals.mean() - 100, finals.mean()])
-    assert np.all(low < mean) and np.all(mean < high)
+    # 4 seeds: fewer than plot.CI_MIN_SEEDS, so the band is the seeds' range
+    np.testing.assert_allclose(low, finals.min() - np.array([200, 100, 0]))
+    np.testing.assert_allclose(high, finals.max() - np.array([200, 100, 0]))
+    values = np.array([-900.0, -800.0, -800.0, -100.0, -50.0])
+    ci = plot.spread(values, 0.95, 500)
+    assert ci == plot.bootstrap_ci(values, 0.95, 500) and values.min() < ci[0] < values.mean() < ci[1] < values.max()
     assert plot.bootstrap_ci(np.array([5.0]), 0.95, 100) == (5.0, 5.0)
     assert plot.bootstrap_ci(np.array([5.0, 5.0, 5.0]), 0.95, 100) == (5.0, 5.0)
 
