@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal, NamedTuple
 
-# Idle OpenMP threads sleep, not spin, so a busy neighbour process costs little (benchmarks/threads.py); before torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import gymnasium as gym
 import numpy as np
 import torch
@@ -38,7 +35,7 @@ class Args:  # every flag: `--help` shows the comment beside it; the type says w
     seed: Seed = 1  # seed of python, numpy, torch and the environment
     torch_deterministic: bool = True  # deterministic torch algorithms (same seed, same device -> same weights)
     cuda: bool = True  # train on CUDA when it is available
-    torch_threads: NonNegInt = 0  # CPU threads for torch (0 = torch's default); 1 when running several at once
+    torch_threads: NonNegInt = 1  # CPU threads for torch; 0 = torch's default (all cores): see setup()
     runs_dir: str = "runs"  # folder that holds one sub-folder per run
     # --- environment ---
     env_id: str = "HopperBulletEnv-v0"  # gymnasium id with a continuous (Box) action space; 'module:Id' imports module
@@ -1082,6 +1079,9 @@ def setup(args: Args, given: set[str]) -> Run:
     ckpt = None
     if args.resume:
         args, ckpt = resume_args(args, given)
+    # One thread by default: with torch's default (one per core), a single busy process beside the run made it
+    # 3.5x slower (OpenMP threads wait on each other at every op), one thread held its speed, and idle it kept
+    # 0.92x of the default's (benchmarks/threads.md). More threads pay on an idle many-core machine or the GPU.
     if args.torch_threads:
         if args.torch_threads > (os.cpu_count() or 1):  # thousands of threads crash torch (segfault)
             raise UserError(f"--torch-threads {args.torch_threads} is more than this machine's {os.cpu_count()} CPUs")

@@ -669,12 +669,12 @@ def report(results: dict) -> str:
     trainers = results["trainers"]
     cleanrl = results.get("cleanrl")
     threads = (f"torch threads {m['torch_threads']}" if m["torch_threads"] else
-               f"torch threads: each trainer's default ({m.get('torch_default_threads')} here; ddpg.py without "
-               "--torch-threads)")
+               f"torch threads: each trainer's default (ddpg.py 1; SB3 and CleanRL torch's, "
+               f"{m.get('torch_default_threads')} here)")
     peers = ", ".join(LABELS[t] for t in trainers)
     wait = m.get("omp_wait_policy")
     threads += (f", OMP_WAIT_POLICY={wait} for all" if wait else
-                ", OpenMP wait policy: ddpg.py's own (PASSIVE, set on import), the others' libgomp default")
+                ", OpenMP wait policy: libgomp's default for all")
     lines = [
         "# ddpg.py learning-phase steps/s",
         "",
@@ -813,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     # a kill (SIGTERM) unwinds like Ctrl-C: the training run in progress and the busy processes are killed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    import ddpg  # first, as in ddpg.py: it sets OMP_WAIT_POLICY=PASSIVE before torch loads, so the floor runs as ddpg.py
+    import ddpg
     import torch
 
     torch.set_flush_denormal(True)  # as ddpg.py's main() does, before any parallel op: the floor runs as ddpg.py
