@@ -7,6 +7,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -580,3 +582,16 @@ def test_missing_final_pt_names_what_the_folder_holds(pendulum_run, tmp_path):
     rc, out, err = run_cli(["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", folder.parent, "--no-cuda",
                             "--eval-episodes", "1"])
     assert rc == 0 and "latest.pt" in out, err
+
+
+def test_mujoco_and_pybullet_c_level_warnings_stay_out_of_the_output():
+    """MuJoCo warns about HalfCheetah's XML (`settotalmass is deprecated`) and PyBullet prints its build time
+    and argv[0]= from C, on file descriptors 1 and 2; make_env and reset hide both."""
+    code = ("import ddpg\n"
+            "for env_id in ['HalfCheetah-v5', 'HopperBulletEnv-v0']:\n"
+            "    env = ddpg.make_env(env_id); env.reset(seed=0); env.reset(seed=1); env.close()\n"
+            "print('made')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "made", proc.stdout + proc.stderr
+    for chatter in ["settotalmass", "pybullet build time", "argv[0]="]:
+        assert chatter not in proc.stdout + proc.stderr, (chatter, proc.stderr)
