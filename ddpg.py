@@ -985,7 +985,7 @@ class Run:
             "critic_opt": learner.critic_opt.state_dict(), "n_updates": learner.n_updates,
             "n_actor_updates": learner.n_actor_updates, "noise": self.noise.state_dict(),
             "exploration_rng": self.rng.bit_generator.state, "rng": rng_state(),
-            "env_pickle": pickle.dumps(env) if env_state_picklable(env) else None, "obs": s.obs,
+            "env_pickle": pickle.dumps(env.env) if env_state_picklable(env) else None, "obs": s.obs,  # not QuietReset
             "ep_return": s.ep_return, "ep_length": s.ep_length,
             "wall_time": self.wall_time + time.time() - self.t_start, "learn_time": self.learn_time,
             "learn_steps": self.learn_steps, "eval_returns": self.eval_returns,
@@ -1137,7 +1137,7 @@ def setup(args: Args, given: set[str]) -> Run:
     # the episode in progress: restored exactly where the env can be pickled faithfully
     if ckpt is not None and ckpt.get("env_pickle") is not None and env_state_picklable(env):
         env.close()
-        run.env = pickle.loads(ckpt["env_pickle"])
+        run.env = QuietReset(pickle.loads(ckpt["env_pickle"]))  # saved without the wrapper: any caller can unpickle
         run.state.obs, run.state.ep_return, run.state.ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
     elif ckpt is not None:
         print("warning: this environment's state cannot be saved; the episode in progress at the "

@@ -314,7 +314,8 @@ def test_plot_of_the_sweep(local_sweep):
     assert result.returncode == 0, result.stderr
     assert (cwd / "figs" / "tiny.png").stat().st_size > 0 and (cwd / "figs" / "tiny.svg").is_file()
     table = (cwd / "figs" / "tiny.md").read_text()
-    assert "| Pendulum-v1 | noise_type=gaussian | 2 |" in table and "| Pendulum-v1 | noise_type=ou | 2 |" in table
+    # named by the sweep's arms (its grid points), not by option lists
+    assert "| Pendulum-v1 | noise-type-gaussian | 2 |" in table and "| Pendulum-v1 | noise-type-ou | 2 |" in table
 
 
 @pytest.fixture(scope="module")
