@@ -721,15 +721,21 @@ def check_compatible(ckpt: dict, args: Args, given: set[str]) -> None:
                             f"but --{name.replace('_', '-')} is {mine}")
 
 
-def load_weights(ckpt: dict, learner: Learner, optimizers: bool) -> None:
+@contextlib.contextmanager
+def fitting(ckpt: dict):
+    """Loading a checkpoint's weights: a mismatch becomes one UserError line naming the checkpoint."""
     try:
-        learner.load_state_dict(ckpt["learner"])
-        if optimizers:
-            learner.actor_opt.load_state_dict(ckpt["actor_opt"])
-            learner.critic_opt.load_state_dict(ckpt["critic_opt"])
+        yield
     except (RuntimeError, ValueError, KeyError) as e:
         raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
                         f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
+
+
+def load_weights(ckpt: dict, learner: Learner) -> None:
+    with fitting(ckpt):
+        learner.load_state_dict(ckpt["learner"])
+        learner.actor_opt.load_state_dict(ckpt["actor_opt"])
+        learner.critic_opt.load_state_dict(ckpt["critic_opt"])
 
 
 def buffer_state(buffer: ReplayBuffer) -> dict:
@@ -1104,7 +1110,7 @@ def setup(args: Args, given: set[str]) -> Run:
 
     if ckpt is not None:
         run.run_dir = ckpt["path"].parent.parent
-        load_weights(ckpt, learner, optimizers=True)
+        load_weights(ckpt, learner)
         learner.n_updates, learner.n_actor_updates = ckpt["n_updates"], ckpt["n_actor_updates"]
         noise.load_state_dict(ckpt["noise"])
         run.rng.bit_generator.state = ckpt["exploration_rng"]
@@ -1175,17 +1181,18 @@ class Policy:
 def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
     """The trained policy of a run folder (its final.pt, else latest.pt) or of a checkpoint file, ready to call:
     policy(obs) -> action. A bad checkpoint raises UserError with the same one line as --eval-only."""
-    ckpt = load_checkpoint(path, prefer="final.pt")
+    return checkpoint_policy(load_checkpoint(path, prefer="final.pt"), device)
+
+
+def checkpoint_policy(ckpt: dict, device: str | torch.device = "cpu") -> Policy:
+    """The actor of a loaded checkpoint, alone (no critics, no optimizers), as a Policy."""
     args = checkpoint_args(ckpt)
-    state = {k[len("actor."):]: v for k, v in ckpt["learner"].items() if k.startswith("actor.")}
-    low, high = ckpt["learner"]["low"].double().numpy(), ckpt["learner"]["high"].double().numpy()
-    with torch.random.fork_rng(devices=[]):  # building the actor draws initial weights: leave the caller's RNG alone
-        actor = Actor(ckpt["obs_dim"], ckpt["act_dim"], args.hidden_sizes, low, high, args.actor_layer_norm)
-    try:
+    with fitting(ckpt):
+        state = {k[len("actor."):]: v for k, v in ckpt["learner"].items() if k.startswith("actor.")}
+        low, high = ckpt["learner"]["low"].double().numpy(), ckpt["learner"]["high"].double().numpy()
+        with torch.random.fork_rng(devices=[]):  # building the actor draws initial weights: not the caller's RNG
+            actor = Actor(ckpt["obs_dim"], ckpt["act_dim"], args.hidden_sizes, low, high, args.actor_layer_norm)
         actor.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
-                        f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
     return Policy(actor.to(device).eval(), low, high, ckpt)
 
 
@@ -1206,15 +1213,13 @@ def eval_only(args: Args, given: set[str]) -> int:
     if (obs_dim, act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
         raise UserError(f"checkpoint expects obs/action sizes {ckpt['obs_dim']}/{ckpt['act_dim']}, "
                         f"{args.env_id} has {obs_dim}/{act_dim}")
-    learner = Learner(obs_dim, act_dim, env.action_space.low, env.action_space.high, checkpoint_args(ckpt))
-    load_weights(ckpt, learner, optimizers=False)
-    learner.to(device).eval()
+    actor = checkpoint_policy(ckpt, device).actor
     if args.capture_video:
         folder = ckpt["path"].parent  # the run folder when the checkpoint sits in its checkpoints/
         run_dir = folder.parent if folder.name == "checkpoints" else folder
         video_dir = run_dir / "videos" / f"eval-only-{int(time.time())}"
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda ep: True, disable_logger=True)
-    returns = evaluate(learner.actor, env, args.eval_episodes, args.seed + 100_000)
+    returns = evaluate(actor, env, args.eval_episodes, args.seed + 100_000)
     env.close()
     print(f"{args.env_id}: mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes "
           f"(checkpoint {ckpt['path']}, step {ckpt['global_step']})")
