@@ -971,3 +971,34 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, mon
     first, second, third = (ddpg.new_run_dir(args) for _ in range(3))
     assert [p.name for p in (first, second, third)] == [
         "Pendulum-v1__ddpg__1__1800000000", "Pendulum-v1__ddpg__1__1800000000-2", "Pendulum-v1__ddpg__1__1800000000-3"]
+
+
+def test_an_unexpected_exception_is_one_line_with_its_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    """A bug (here: the update raises at its 50th call): exit 1, one error line naming the step and pointing to
+    error.log, summary.json 'crashed', the last latest.pt kept (not rewritten from a state that may be torn)."""
+    original, calls = ddpg.Learner.update, []
+
+    def update(self, batch):
+        calls.append(1)
+        if len(calls) == 250:
+            raise RuntimeError("a bug in an edited update")
+        return original(self, batch)
+
+    monkeypatch.setattr(ddpg.Learner, "update", update)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        code = ddpg.main([*map(str, PENDULUM_TINY), "--runs-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    err = capsys.readouterr().err
+    run_dir = single_run_dir(tmp_path)
+    step = 100 + 250  # 100 warm-up steps, then one update per step
+    line = assert_one_error_line(code, err, 1)
+    assert line == (f"error: unexpected RuntimeError at step {step}: a bug in an edited update (traceback in "
+                    f"{run_dir / 'error.log'}); last checkpoint: latest.pt at step 200; resume with: python ddpg.py "
+                    f"--resume {run_dir}")
+    assert "Traceback" in (run_dir / "error.log").read_text() and "a bug in an edited update" in (
+        run_dir / "error.log").read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "crashed"
+    assert load(run_dir / "checkpoints" / "latest.pt")["global_step"] == 200
