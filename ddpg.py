@@ -14,12 +14,14 @@ train()), then THE PLUMBING (validation, environments, checkpoints, logging, sig
 from __future__ import annotations
 
 import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os  # standard library
-import pickle, random, re, signal, sys, tempfile, time, typing, warnings
+import pickle, random, re, shlex, shutil, signal, sys, tempfile, threading, time, traceback, typing, warnings
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal, NamedTuple
 
+if __name__ == "__main__":  # Ctrl-C while torch and gymnasium load (seconds): leave quietly, nothing to save yet
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(128 + signum))
 import gymnasium as gym
 import numpy as np
 import torch
@@ -470,6 +472,10 @@ class UserError(Exception):
     """Bad input: main() prints it as one 'error:' line and exits with code 2."""
 
 
+class WriteFault(Exception):
+    """A write of the running run failed (a full disk, a removed folder): Run.fail() says so in one line."""
+
+
 def validate(args: Args) -> None:
     """Every flag against the rules in its type (finite floats first), then the rules that tie flags."""
     hints = typing.get_type_hints(Args, include_extras=True)
@@ -477,6 +483,8 @@ def validate(args: Args) -> None:
         value, flag = getattr(args, field.name), "--" + field.name.replace("_", "-")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag} must be a finite number, got {value}")
+        if any(isinstance(v, int) and abs(v) >= 2**62 for v in (value if isinstance(value, tuple) else (value,))):
+            raise UserError(f"{flag} is too large for torch and numpy, got {value}")  # int64, with room to count
         hint = hints[field.name]  # Rule-annotated, or Optional[Rule-annotated]
         for rule in [m for t in (hint, *typing.get_args(hint)) for m in getattr(t, "__metadata__", ())]:
             if value is not None and not rule.ok(value):
@@ -487,6 +495,8 @@ def validate(args: Args) -> None:
         raise UserError("--q-data-fraction * --batch-size must leave each critic at least one sample")
     if args.ou_theta * args.ou_dt >= 1.0:
         raise UserError("--ou-theta * --ou-dt must be < 1 for the OU process to be stable")
+    if args.buffer_size < 2:  # a transition's s' has a slot of its own (ReplayBuffer)
+        raise UserError(f"--buffer-size must be at least 2 (a transition and its s'), got {args.buffer_size}")
     if args.batch_size > args.buffer_size:
         raise UserError(f"--batch-size ({args.batch_size}) is larger than --buffer-size ({args.buffer_size})")
     if args.start_steps < args.batch_size and not (args.eval_only or args.resume):
@@ -529,6 +539,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Args, set[str]]:
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # tyro's error box: FlagParser says it in one line
             args = tyro.cli(Args, args=argv)
+    except OSError:  # --help into a closed pipe (| head -1): the reader has what it wanted
+        say("")
+        raise SystemExit(0) from None
     except SystemExit as e:
         if e.code in (0, None):  # --help
             raise
@@ -546,8 +559,9 @@ def resolve_env_id(env_id: str) -> None:
         module, env_id = env_id.split(":", 1)
         try:
             importlib.import_module(module)
-        except Exception as e:  # missing, empty or relative name, or the module itself fails
-            raise UserError(f"cannot import module {module!r} for --env-id: {type(e).__name__}: {e}") from None
+        except (Exception, SystemExit) as e:  # missing, empty or relative name, or the module fails or exits
+            raise UserError(f"cannot import module {module!r} for --env-id: {type(e).__name__}: "
+                            f"{one_line(e)}") from None
     if env_id not in gym.registry:
         with contextlib.suppress(ImportError), quiet_c_output():
             import pybullet_envs_gymnasium  # noqa: F401  registers the *BulletEnv-v0 ids
@@ -558,35 +572,150 @@ def resolve_env_id(env_id: str) -> None:
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """One environment with a continuous action space. gym.make adds the TimeLimit wrapper that
-    *truncates* episodes; truncation is not termination (see the Bellman target)."""
+    """One environment with a continuous action space, wrapped in GuardedEnv. gym.make adds the TimeLimit
+    wrapper that *truncates* episodes; truncation is not termination (see the Bellman target)."""
     resolve_env_id(env_id)
     env_id = env_id.split(":", 1)[-1]
     try:
         mode = {"render_mode": render_mode} if render_mode else {}  # envs without a render_mode argument work too
         with quiet_c_output():
-            env = QuietReset(gym.make(env_id, max_episode_steps=max_episode_steps, **mode))
-    except Exception as e:  # missing simulator dependencies, bad kwargs ...
-        raise UserError(f"cannot create environment {env_id!r}: {type(e).__name__}: {e}") from None
-    space = env.action_space
-    if not isinstance(space, gym.spaces.Box):
-        env.close()
-        raise UserError(f"{env_id} has a {type(space).__name__} action space; DDPG needs a continuous (Box) one")
-    if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
-        env.close()
-        raise UserError(f"{env_id} has unbounded actions; DDPG needs finite action bounds")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        env.close()
-        raise UserError(f"{env_id} needs a flat Box observation space, got {env.observation_space}")
+            env = GuardedEnv(gym.make(env_id, max_episode_steps=max_episode_steps, **mode))
+    except (Exception, SystemExit) as e:  # missing simulator dependencies, bad kwargs, an env calling sys.exit ...
+        raise UserError(f"cannot create environment {env_id!r}: {type(e).__name__}: {one_line(e)}") from None
+    problem = space_problem(env)
+    if problem:
+        with contextlib.suppress(Exception):
+            env.close()
+        raise UserError(f"{env_id} {problem}")
     if render_mode is not None:  # fail now with one line, not with a traceback at the first evaluation
         try:
             env.reset(seed=0)
             env.render()
         except Exception as e:  # e.g. pygame missing for the classic-control envs
             env.close()
-            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: {one_line(e)}") from None
     return env
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message, first line, at most 300 characters."""
+    text = str(e).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(e).__name__
+
+
+def space_problem(env: gym.Env) -> str | None:
+    """What DDPG needs of the spaces: flat Box observations and actions, at least one dimension each, finite
+    action bounds with low < high (the actor scales tanh to them). None when all is well."""
+    act, obs = env.action_space, env.observation_space
+    if not isinstance(act, gym.spaces.Box):
+        return f"has a {type(act).__name__} action space; DDPG needs a continuous (Box) one"
+    if len(act.shape) != 1 or act.shape[0] < 1:
+        return f"has actions of shape {act.shape}; DDPG needs a flat Box of at least one dimension"
+    if not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+        return "has unbounded actions; DDPG needs finite action bounds"
+    if not np.all(act.low < act.high):
+        return f"has action bounds with low >= high ({act.low} .. {act.high}); DDPG needs low < high"
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1 or obs.shape[0] < 1:
+        return f"needs a flat Box observation space of at least one dimension, got {obs}"
+    return None
+
+
+class EnvFault(Exception):
+    """The environment raised, or returned what DDPG cannot use (GuardedEnv): in its call ("step" or "reset")."""
+
+    def __init__(self, message: str, call: str, env: gym.Env):
+        super().__init__(message)
+        self.call, self.env = call, env
+
+
+class GuardedEnv(gym.Wrapper):
+    """The outermost wrapper of every environment: reset() without the C libraries' chatter (PyBullet connects
+    to its physics server at the first one), and every reset() and step() result checked, so that a broken
+    environment stops a run with one line naming the cause instead of a traceback deep in the loop or, worse,
+    garbage in the replay buffer. Checks only: it passes every value through unchanged."""
+
+    def reset(self, **kwargs):
+        try:
+            with quiet_c_output():
+                result = self.env.reset(**kwargs)
+        except (Exception, SystemExit) as e:
+            raise EnvFault(f"reset() raised {type(e).__name__}: {one_line(e)}", "reset", self) from None
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+            got = f"an info of {type(result[1]).__name__}" if isinstance(result, tuple) and len(result) == 2 else kind(result)
+            raise EnvFault(f"reset() returned {got}; gymnasium environments return (observation, info dict)",
+                           "reset", self)
+        self.check_obs(result[0], "reset")
+        return result
+
+    def step(self, action):
+        try:
+            result = self.env.step(action)
+        except (Exception, SystemExit) as e:
+            raise EnvFault(f"step() raised {type(e).__name__}: {one_line(e)}", "step", self) from None
+        if not (isinstance(result, tuple) and len(result) == 5):
+            raise EnvFault(f"step() returned {kind(result)}; gymnasium environments return (observation, reward, "
+                           "terminated, truncated, info)", "step", self)
+        obs, reward, terminated, truncated, info = result
+        self.check_obs(obs, "step")
+        if not (isinstance(reward, (int, float, np.integer, np.floating)) and not isinstance(reward, bool)
+                or isinstance(reward, np.ndarray) and reward.shape == () and np.issubdtype(reward.dtype, np.number)):
+            raise EnvFault(f"step() returned a reward of {type(reward).__name__} {summary(reward)}; DDPG needs a "
+                           "number", "step", self)
+        for name, flag in (("terminated", terminated), ("truncated", truncated)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise EnvFault(f"step() returned {name}={summary(flag)} ({type(flag).__name__}); it must be a bool",
+                               "step", self)
+        return result
+
+    def check_obs(self, obs, call: str) -> None:
+        shape = self.observation_space.shape
+        try:
+            a = np.asarray(obs)
+            ok = a.shape == shape and np.issubdtype(a.dtype, np.number) and bool(np.all(np.isfinite(a)))
+        except Exception:
+            a, ok = None, False
+        if not ok:
+            got = f"shape {a.shape}, dtype {a.dtype}" if a is not None else type(obs).__name__
+            raise EnvFault(f"{call}() returned an observation of {got} {summary(obs)}; the observation space is "
+                           f"finite numbers of shape {shape}", call, self)
+
+
+def summary(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def kind(result) -> str:
+    return f"a tuple of {len(result)}" if isinstance(result, tuple) else f"a {type(result).__name__} {summary(result)}"
+
+
+def check_env(env: gym.Env, env_id: str) -> None:
+    """Once, before the run folder exists: one reset and one random step of the bare environment through
+    gymnasium's own passive checker (what gym.make applies to the first reset and step) and GuardedEnv's
+    checks, then the same through the wrappers the loop uses. A violation is one UserError line. Run on the
+    evaluation environment: evaluations reseed it at every episode, and the training environment stays
+    untouched (same seed, same numbers)."""
+    bare = GuardedEnv(GymnasiumChecks(env.unwrapped))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gymnasium's advice (bounds, dtypes ...) is not an error
+            for e in (bare, env):
+                e.reset(seed=0)
+                e.step(env.action_space.sample())
+    except EnvFault as e:
+        raise UserError(f"{env_id}: {e}") from None
+
+
+class GymnasiumChecks(gym.Wrapper):
+    """gymnasium's passive environment checker on every reset() and step() (check_env)."""
+
+    def reset(self, **kwargs):
+        from gymnasium.utils.passive_env_checker import env_reset_passive_checker
+        return env_reset_passive_checker(self.env, **kwargs)
+
+    def step(self, action):
+        from gymnasium.utils.passive_env_checker import env_step_passive_checker
+        return env_step_passive_checker(self.env, action)
 
 
 @contextlib.contextmanager
@@ -621,14 +750,6 @@ def quiet_c_output():
                 sys.stderr.write(hidden.read().decode(errors="replace"))
 
 
-class QuietReset(gym.Wrapper):
-    """reset() without the C libraries' chatter (PyBullet connects to its physics server at the first one)."""
-
-    def reset(self, **kwargs):
-        with quiet_c_output():
-            return self.env.reset(**kwargs)
-
-
 def env_state_picklable(env: gym.Env) -> bool:
     """Does pickling the env save the episode in progress? Not where the physics lives outside
     Python: gymnasium rebuilds EzPickle envs (MuJoCo) from their constructor arguments, and a
@@ -639,15 +760,16 @@ def env_state_picklable(env: gym.Env) -> bool:
 
 def evaluate(actor: Actor, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
     """Returns of the deterministic policy mu(s), no noise, on fixed seeds (seed, seed+1, ...)."""
-    returns = np.zeros(episodes)
+    returns = []  # not preallocated: any --eval-episodes fits
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        done = False
+        done, ret = False, np.float64(0.0)
         while not done:
             obs, reward, terminated, truncated, _ = env.step(actor.act(obs).astype(env.action_space.dtype))
-            returns[ep] += reward
+            ret += reward
             done = terminated or truncated
-    return returns
+        returns.append(ret)
+    return np.array(returns)
 
 
 # --- checkpoints ---
@@ -705,8 +827,121 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
     unknown = sorted(set(ckpt["args"]) - {f.name for f in dataclasses.fields(Args)})
     if unknown:  # written by a newer ddpg.py with flags this one lacks
         raise UserError(f"{path} has settings this ddpg.py does not know ({', '.join(unknown)}); update ddpg.py")
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise UserError(f"checkpoint {path} is malformed: {problem}")
     ckpt["path"] = path
     return ckpt
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def tensor_of(shape: tuple, dtype: torch.dtype | None = None) -> Callable:
+    return lambda v: isinstance(v, torch.Tensor) and tuple(v.shape) == shape and (dtype is None or v.dtype == dtype)
+
+
+def checkpoint_problem(ckpt: dict) -> str | None:
+    """The whole checkpoint against what setup(), eval-only and load_policy() will use, before anything is built
+    from it: keys, types, shapes, and the saved settings through the same checks as flags. None when all is well."""
+    settings = arg_problem(ckpt["args"])
+    if settings:
+        return settings
+    obs_dim, act_dim = ckpt.get("obs_dim"), ckpt.get("act_dim")
+    if not (is_int(obs_dim) and is_int(act_dim) and obs_dim > 0 and act_dim > 0):
+        return f"obs_dim/act_dim must be positive integers, got {summary(obs_dim)}/{summary(act_dim)}"
+    learner = ckpt["learner"]
+    if not (isinstance(learner, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in learner.items())):
+        return "'learner' is not a state dict of tensors"
+    for key in ("low", "high"):
+        if not tensor_of((act_dim,))(learner.get(key)):
+            return f"learner[{key!r}] is not a tensor of shape ({act_dim},)"
+    checks = {
+        "global_step": lambda v: is_int(v) and v >= 0, "episode": lambda v: is_int(v) and v >= 0,
+        "n_updates": lambda v: is_int(v) and v >= 0, "n_actor_updates": lambda v: is_int(v) and v >= 0,
+        "actor_opt": lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
+        "critic_opt": lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
+        "noise": lambda v: isinstance(v, dict),
+        "exploration_rng": lambda v: isinstance(v, dict) and {"bit_generator", "state"} <= set(v),
+        "rng": lambda v: isinstance(v, dict) and isinstance(v.get("python"), tuple) and len(v["python"]) == 3
+        and isinstance(v.get("numpy"), tuple) and len(v["numpy"]) == 5
+        and isinstance(v.get("torch"), torch.Tensor) and v["torch"].dtype == torch.uint8 and v["torch"].numel() > 0,
+        "env_pickle": lambda v: v is None or isinstance(v, bytes),
+        "obs": lambda v: v is None or isinstance(v, np.ndarray) and v.shape == (obs_dim,),
+        "ep_return": is_real, "ep_length": lambda v: is_int(v) and v >= 0,
+        "wall_time": lambda v: is_real(v) and v >= 0, "learn_time": lambda v: is_real(v) and v >= 0,
+        "learn_steps": lambda v: is_int(v) and v >= 0,
+        "eval_returns": lambda v: isinstance(v, list) and all(isinstance(e, (list, tuple)) and len(e) == 2 for e in v),
+        "wandb_id": lambda v: v is None or isinstance(v, str),
+    }
+    for key, ok in checks.items():
+        if key not in ckpt:
+            return f"'{key}' is missing"
+        if not ok(ckpt[key]):
+            return f"'{key}' is not what this ddpg.py wrote: {summary(ckpt[key])}"
+    if "buffer" in ckpt:
+        return buffer_problem(ckpt["buffer"], obs_dim, act_dim, ckpt["args"]["buffer_size"])
+    return None
+
+
+def buffer_problem(b, obs_dim: int, act_dim: int, buffer_size: int) -> str | None:
+    if not isinstance(b, dict) or not all(is_int(b.get(k)) for k in ("pos", "high", "added", "capacity")):
+        return "'buffer' lacks its integer pos/high/added/capacity"
+    high = b["high"]
+    if not (0 <= b["pos"] < b["capacity"] and 0 <= high <= b["capacity"] == buffer_size and b["added"] >= 0):
+        return (f"'buffer' positions do not fit: pos {b['pos']}, high {high}, capacity {b['capacity']}, "
+                f"--buffer-size {buffer_size}")
+    shapes = {"obs": ((high, obs_dim), torch.float32), "actions": ((high, act_dim), torch.float32),
+              "rewards": ((high,), torch.float32), "terminated": ((high,), torch.float32),
+              "valid": ((high,), torch.bool)}
+    for key, (shape, dtype) in shapes.items():
+        if not tensor_of(shape, dtype)(b.get(key)):
+            got = b.get(key)
+            got = f"{tuple(got.shape)} {got.dtype}" if isinstance(got, torch.Tensor) else summary(got)
+            return f"buffer[{key!r}] should be {shape} {dtype}, got {got}"
+    return None
+
+
+def arg_problem(saved: dict) -> str | None:
+    """The saved settings: every flag present with its flag's type, then validate()."""
+    hints = typing.get_type_hints(Args)
+    for field in dataclasses.fields(Args):
+        if field.name not in saved:
+            return f"its settings lack {field.name}"
+        value, t = saved[field.name], hints[field.name]
+        union = typing.get_origin(t) is typing.Union or type(t).__name__ == "UnionType"  # X | None
+        options = typing.get_args(t) if union else (t,)
+        if not any(fits(value, o) for o in options):
+            return f"its setting {field.name}={summary(value)} is not a {t}"
+    try:
+        Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
+    except UserError as e:
+        return f"its settings fail the flags' checks: {e}"
+    return None
+
+
+def fits(value, t) -> bool:
+    if t is type(None):
+        return value is None
+    if typing.get_origin(t) is Literal:
+        return value in typing.get_args(t)
+    if t is bool:
+        return isinstance(value, bool)
+    if t is int:
+        return is_int(value)
+    if t is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t is str:
+        return isinstance(value, str)
+    if typing.get_origin(t) is tuple:  # tuple[int, ...], saved as a list or a tuple
+        return isinstance(value, (list, tuple)) and all(is_int(v) for v in value)
+    return False
 
 
 def check_compatible(ckpt: dict, args: Args, given: set[str]) -> None:
@@ -772,13 +1007,26 @@ def set_rng_state(state: dict) -> None:
 # --- logging and progress ---
 
 class Logger:
-    """TensorBoard always; Weights & Biases with --track. A failing wandb warns once and is
-    dropped: it never stops training."""
+    """TensorBoard always; Weights & Biases with --track. Neither ever stops training: a failing wandb, or
+    TensorBoard's writer thread failing on a full disk, is one warning line and that logger is dropped."""
 
     def __init__(self, run_dir: Path, args: Args, run_name: str, wandb_id: str | None):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir))
+        try:  # a large queue: puts never block, even after the writer thread has died
+            self.writer = SummaryWriter(str(run_dir), max_queue=1000)
+        except OSError as e:
+            raise UserError(f"cannot write TensorBoard events in {run_dir}: {e.strerror or e}") from None
+        self.tb_error = None
+        default_hook = threading.excepthook
+
+        def thread_failed(hook_args):  # the writer thread's exception: a warning at the next log, not a traceback
+            if hook_args.thread is self.tb_thread():
+                self.tb_error = hook_args.exc_value
+            else:
+                default_hook(hook_args)
+
+        threading.excepthook = thread_failed
         self.wandb = None
         self.wandb_id = wandb_id
         if args.track:
@@ -793,30 +1041,56 @@ class Logger:
             except Exception as e:  # offline, unreachable, not logged in, not installed ...
                 self._wandb_failed(e)
 
+    def tb_thread(self):
+        return getattr(getattr(getattr(self.writer, "file_writer", None), "event_writer", None), "_worker", None)
+
     def _wandb_failed(self, e: Exception) -> None:
-        print(f"warning: Weights & Biases disabled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        print(f"warning: Weights & Biases disabled ({type(e).__name__}: {one_line(e)}); "
               "logging to TensorBoard only", file=sys.stderr)
         self.wandb = None
 
+    def tensorboard(self, write: Callable) -> None:
+        if self.writer is None:
+            return
+        thread = self.tb_thread()
+        try:
+            if self.tb_error is not None or (thread is not None and not thread.is_alive()):
+                raise self.tb_error or OSError("its writer thread stopped")
+            write(self.writer)
+        except Exception as e:
+            print(f"warning: TensorBoard logging stopped ({type(e).__name__}: {one_line(e)}); training goes on, "
+                  "checkpoints and summary.json still record the run", file=sys.stderr)
+            self.writer = None
+
     def text(self, tag: str, text: str) -> None:
-        self.writer.add_text(tag, text)
+        self.tensorboard(lambda w: w.add_text(tag, text))
 
     def scalars(self, values: dict, step: int) -> None:
-        for k, v in values.items():
-            self.writer.add_scalar(k, v, step)
+        self.tensorboard(lambda w: [w.add_scalar(k, v, step) for k, v in values.items()])
         if self.wandb is not None:
             try:
                 self.wandb.log(values, step=step)
             except Exception as e:
                 self._wandb_failed(e)
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, quiet: bool = False) -> None:
+        """Flush and close; with quiet (the run already failed with its own error line), failures say nothing."""
+        if self.writer is not None:
+            try:
+                thread = self.tb_thread()
+                if self.tb_error is not None or (thread is not None and not thread.is_alive()):
+                    raise self.tb_error or OSError("its writer thread stopped")
+                self.writer.close()
+            except Exception as e:
+                if not quiet:
+                    print(f"warning: TensorBoard could not flush its last events ({type(e).__name__}: "
+                          f"{one_line(e)})", file=sys.stderr)
         if self.wandb is not None:
             try:
                 self.wandb.finish()
             except Exception as e:
-                self._wandb_failed(e)
+                if not quiet:
+                    self._wandb_failed(e)
 
 
 class Progress:
@@ -839,8 +1113,8 @@ class Progress:
         elif step % self.log_every == 0:
             ret, ev, sps = *self.returns(), self.info["sps"]
             eta = "-" if not sps else duration((self.total - step) / sps)
-            print(f"step {step}/{self.total} | {'-' if not sps else f'{sps:.0f}'} steps/s | last return {ret} | "
-                  f"last eval {ev} | ETA {eta}", flush=True)
+            say(f"step {step}/{self.total} | {'-' if not sps else f'{sps:.0f}'} steps/s | last return {ret} | "
+                f"last eval {ev} | ETA {eta}")
 
     def returns(self) -> tuple[str, str]:
         """The last episode's return and the last evaluation, '-' until there is one."""
@@ -849,6 +1123,20 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def say(line: str) -> bool:
+    """Print a progress line. Output is never worth a run: when stdout fails (a full disk, a closed pipe, `| head`),
+    it goes to /dev/null from then on, silently, and training goes on. False when the line was lost."""
+    try:
+        print(line, flush=True)
+        return True
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit fails no more
+            os.close(devnull)
+        return False
 
 
 def duration(seconds: float) -> str:
@@ -861,18 +1149,37 @@ def markdown_table(args: Args) -> str:
     return f"|param|value|\n|-|-|\n{rows}"
 
 
+class Stop(BaseException):
+    """Raised by a signal that must stop at once (Interrupted). A BaseException, like KeyboardInterrupt:
+    an environment's `except Exception` cannot swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Interrupted:
-    """Turns the first Ctrl-C / SIGTERM into a flag the loop checks at a safe point; a second
-    one falls back to the default action (the checkpoint files stay intact: writes are atomic)."""
+    """Ctrl-C and SIGTERM, from the first line of main() on. Inside the training loop the first signal is a
+    flag that the loop checks between two steps (the run then saves); a second one, or any signal at start-up,
+    during an evaluation (an episode may never end) or in --eval-only, stops at once by raising Stop."""
 
     def __init__(self):
-        self.signum = None
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.signum, self.count, self.at_once, self.previous = None, 0, True, {}
+        with contextlib.suppress(ValueError):  # main() called outside the main thread: no handlers
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handle(self, signum, frame) -> None:
-        self.signum = signum
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+        self.signum, self.count = signum, self.count + 1
+        if self.at_once or self.count > 1:
+            raise Stop(signum)
+
+    @contextlib.contextmanager
+    def stop_at_once(self, at_once: bool = True):
+        previous, self.at_once = self.at_once, at_once
+        try:
+            yield
+        finally:
+            self.at_once = previous
 
     def restore(self) -> None:
         for s, handler in self.previous.items():
@@ -910,11 +1217,12 @@ class Run:
     learn_steps: int = 0
     eval_returns: list = dataclasses.field(default_factory=list)  # [step, mean return] of every evaluation
     last_eval: np.ndarray | None = None
-    status: str = "finished"
+    status: str = "finished"  # or interrupted, diverged, env-error, write-error, crashed: see STATUSES
     exit_code: int = 0
+    interrupted: Interrupted | None = None
+    saved_step: int | None = None  # the step of the last latest.pt this session wrote
 
     def start(self) -> None:
-        self.interrupted = Interrupted()
         self.progress = Progress(self.args.total_steps, self.state.step, self.args.log_every)
         self.t_start = time.time()
         self.t_log, self.step_log = time.time(), self.state.step
@@ -966,7 +1274,12 @@ class Run:
     def maybe_evaluate(self) -> None:
         step = self.state.step
         if step % self.args.eval_every == 0 or step == self.args.total_steps:
-            returns = evaluate(self.learner.actor, self.eval_env, self.args.eval_episodes, self.args.seed + 100_000)
+            try:  # an episode may never end: a signal stops the evaluation at once, the loop then saves
+                with self.interrupted.stop_at_once():
+                    returns = evaluate(self.learner.actor, self.eval_env, self.args.eval_episodes,
+                                       self.args.seed + 100_000)
+            except Stop:
+                return
             self.last_eval, self.progress.info["eval"] = returns, float(returns.mean())
             self.eval_returns.append([step, float(returns.mean())])
             self.logger.scalars({"eval/return_mean": returns.mean(), "eval/return_std": returns.std()}, step)
@@ -981,7 +1294,21 @@ class Run:
             self.status, self.exit_code = "interrupted", 128 + self.interrupted.signum
         return self.interrupted.signum is not None
 
-    def checkpoint(self, with_buffer: bool) -> dict:
+    def env_pickle(self) -> bytes | None:
+        """The environment's state, without GuardedEnv (any caller can unpickle it); None where it cannot be
+        pickled faithfully or at all (a lock, a socket): a resume then starts a new episode."""
+        if not env_state_picklable(self.env):
+            return None
+        try:
+            return pickle.dumps(self.env.env)
+        except Exception as e:
+            if not getattr(self, "warned_pickle", False):
+                print(f"warning: the environment's state cannot be pickled ({type(e).__name__}: {one_line(e)}); "
+                      "checkpoints keep everything else, and a resume starts a new episode", file=sys.stderr)
+                self.warned_pickle = True
+            return None
+
+    def checkpoint(self, with_buffer: bool, keep_episode: bool = True) -> dict:
         s, learner, env = self.state, self.learner, self.env
         return {
             "format_version": CHECKPOINT_FORMAT, "env_id": self.args.env_id,
@@ -991,29 +1318,93 @@ class Run:
             "critic_opt": learner.critic_opt.state_dict(), "n_updates": learner.n_updates,
             "n_actor_updates": learner.n_actor_updates, "noise": self.noise.state_dict(),
             "exploration_rng": self.rng.bit_generator.state, "rng": rng_state(),
-            "env_pickle": pickle.dumps(env.env) if env_state_picklable(env) else None, "obs": s.obs,  # not QuietReset
+            "env_pickle": self.env_pickle() if keep_episode else None, "obs": s.obs,
             "ep_return": s.ep_return, "ep_length": s.ep_length,
             "wall_time": self.wall_time + time.time() - self.t_start, "learn_time": self.learn_time,
             "learn_steps": self.learn_steps, "eval_returns": self.eval_returns,
             "wandb_id": self.logger.wandb_id, **({"buffer": buffer_state(self.buffer)} if with_buffer else {}),
         }
 
-    def save(self, name: str, with_buffer: bool) -> None:
+    def save(self, name: str, with_buffer: bool, keep_episode: bool = True) -> None:
         path = self.run_dir / "checkpoints" / name
         try:
-            atomic_save(self.checkpoint(with_buffer), path)
+            atomic_save(self.checkpoint(with_buffer, keep_episode), path)
         except OSError as e:  # disk full, quota, folder removed: the previous file is intact
-            raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; "
-                            "the previous checkpoint is kept") from None
+            raise WriteFault(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint "
+                             f"({self.kept()}) is kept") from None
+        if name == "latest.pt":
+            self.saved_step = self.state.step
 
-    def finish(self) -> None:
-        """After the loop: the last checkpoints and summary.json."""
+    def kept(self) -> str:
+        """Which latest.pt a resume would continue from, in words."""
+        path = self.run_dir / "checkpoints" / "latest.pt"
+        if self.saved_step is not None:
+            return f"latest.pt at step {self.saved_step}"
+        return "latest.pt of an earlier session" if path.exists() else "none written yet"
+
+    def fail(self, e: BaseException) -> None:
+        """A fault in the middle of the run: one error line naming the step and the cause. An environment fault
+        leaves the learner and buffer consistent: latest.pt is written from there (the episode in progress is
+        dropped: the environment's own state is suspect); otherwise the last latest.pt written is kept."""
+        s, where = self.state, f"at step {self.state.step}"
+        if isinstance(e, Stop):  # a second signal: stopped wherever the loop was, nothing more is written
+            self.status, self.exit_code = "interrupted", 128 + e.signum
+            print(f"interrupted again: stopped at once; last checkpoint: {self.kept()}", file=sys.stderr)
+            return
+        if isinstance(e, EnvFault):
+            self.status, self.exit_code = "env-error", 4
+            if e.call == "step" and e.env is self.env:  # nothing of this step was stored: back to the one before
+                s.step -= 1
+            try:
+                self.save("latest.pt", self.args.save_buffer, keep_episode=False)
+                saved = f"latest.pt saved at step {s.step}"
+            except WriteFault as w:
+                saved = str(w)
+            evaluating = " (evaluation)" if e.env is not self.env else ""
+            message = f"the environment failed {where}{evaluating}: {e}; {saved}"
+        elif isinstance(e, WriteFault):
+            self.status, self.exit_code = "write-error", 5
+            message = f"{where}: {e}"
+        else:  # a bug (in an edited ddpg.py, say): the traceback goes to a file, the terminal gets one line
+            self.status, self.exit_code = "crashed", 1
+            log = self.run_dir / "error.log"
+            with contextlib.suppress(OSError):
+                log.write_text("".join(traceback.format_exception(e)))
+            message = (f"unexpected {type(e).__name__} {where}: {one_line(e)} (traceback in {log}); "
+                       f"last checkpoint: {self.kept()}")
+        resume = "; resume with: " + self.resume_command() if self.kept() != "none written yet" else ""
+        print(f"error: {message}{resume}", file=sys.stderr)
+
+    def resume_command(self) -> str:
+        return f"python ddpg.py --resume {shlex.quote(str(self.run_dir))}"
+
+    def execute(self) -> int:
+        """train() with the run around it: signals, faults, the last checkpoints and summary.json. The exit code."""
+        self.start()
+        try:
+            try:
+                with self.interrupted.stop_at_once(False):  # in the loop a first signal is a flag (stop_requested)
+                    train(self.args, self)
+                self.save_last()
+            except (Exception, Stop) as e:  # the environment, a write, a second signal, a bug
+                self.fail(e)
+            try:
+                self.summarize()
+            except (WriteFault, Stop) as e:
+                self.fail(e)
+        finally:
+            self.close()
+        return self.report()
+
+    def save_last(self) -> None:
         if self.status == "finished":
             self.save("final.pt", False)
         if self.status in ("finished", "interrupted"):
             self.save("latest.pt", self.args.save_buffer)
+
+    def summarize(self) -> None:
         final = self.last_eval if self.status == "finished" else None
-        write_json(self.run_dir / "summary.json", {
+        self.write_summary({
             "status": self.status, "env_id": self.args.env_id, "exp_name": self.args.exp_name, "seed": self.args.seed,
             "total_steps": self.state.step, "episodes": self.state.episode,
             "final_eval_return_mean": float(final.mean()) if final is not None else None,
@@ -1023,22 +1414,28 @@ class Run:
             "eval_returns": self.eval_returns, "device": str(self.device), "run_dir": str(self.run_dir),
         })
 
+    def write_summary(self, summary: dict) -> None:
+        try:
+            write_json(self.run_dir / "summary.json", summary)
+        except OSError as e:
+            if self.exit_code == 0:  # after a fault its own line has said what went wrong (a full disk, often)
+                raise WriteFault(f"cannot write {self.run_dir / 'summary.json'}: {e.strerror or e}; "
+                                 f"the checkpoints are written") from None
+
     def close(self) -> None:
-        if hasattr(self, "interrupted"):
-            self.interrupted.restore()
+        if hasattr(self, "progress"):
             self.progress.close()
         if self.logger is not None:
-            self.logger.close()
+            self.logger.close(quiet=self.exit_code not in (0, 130, 143))
         for e in (self.env, self.eval_env):
             with contextlib.suppress(Exception):  # a simulator that fails to close must not hide the real error
                 e.close()
 
     def report(self) -> int:
-        if self.status == "interrupted":
-            print(f"interrupted at step {self.state.step}; resume with: python ddpg.py --resume {self.run_dir}",
-                  file=sys.stderr)
+        if self.status == "interrupted" and self.interrupted.count < 2:
+            print(f"interrupted at step {self.state.step}; resume with: {self.resume_command()}", file=sys.stderr)
         elif self.status == "finished":
-            print(f"done: {self.args.env_id} {self.state.step} steps in {time.time() - self.t_start:.0f}s (this "
+            say(f"done: {self.args.env_id} {self.state.step} steps in {time.time() - self.t_start:.0f}s (this "
                   f"session), final eval return {self.last_eval.mean():.2f} +- {self.last_eval.std():.2f}; "
                   f"run folder {self.run_dir}")
         return self.exit_code
@@ -1079,7 +1476,7 @@ def resume_args(args: Args, given: set[str]) -> tuple[Args, dict]:
     return args, ckpt
 
 
-def setup(args: Args, given: set[str]) -> Run:
+def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
     """Everything train() needs, new or restored from --resume: environments, learner, buffer, noise,
     the run folder, the logger, and the episode in progress."""
     ckpt = None
@@ -1096,6 +1493,7 @@ def setup(args: Args, given: set[str]) -> Run:
     device = pick_device(args)
     env = make_env(args.env_id, args.max_episode_steps)
     eval_env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
+    check_env(eval_env, args.env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
     try:
@@ -1106,7 +1504,7 @@ def setup(args: Args, given: set[str]) -> Run:
                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
     noise = NOISES[args.noise_type](args, learner.actor, (high - low) / 2.0)
     rng = np.random.default_rng(args.seed)
-    run = Run(args, env, eval_env, learner, buffer, noise, rng, LoopState(), Path(), device)
+    run = Run(args, env, eval_env, learner, buffer, noise, rng, LoopState(), Path(), device, interrupted=interrupted)
 
     if ckpt is not None:
         run.run_dir = ckpt["path"].parent.parent
@@ -1127,32 +1525,66 @@ def setup(args: Args, given: set[str]) -> Run:
             run.refill_until = max(args.start_steps, args.batch_size)
         set_rng_state(ckpt["rng"])
     else:
-        name = f"{args.env_id.split(':')[-1].replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run.run_dir = Path(args.runs_dir) / name
+        run.run_dir = new_run_dir(args)
+    try:
+        start_run_dir(run, ckpt)
+    except BaseException:  # a failed or interrupted start leaves no new, empty run folder behind
+        run.close()
+        if ckpt is None and not any((run.run_dir / "checkpoints").iterdir()):
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+        raise
+    return run
+
+
+def new_run_dir(args: Args) -> Path:
+    """runs/<env>__<exp-name>__<seed>__<time>; a second run started in the same second gets a suffix -2, -3 ..."""
+    name = f"{args.env_id.split(':')[-1].replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    for n in range(1, 1000):
+        path = Path(args.runs_dir) / (name if n == 1 else f"{name}-{n}")
         try:
-            (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=False)
+            (path / "checkpoints").mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
         except OSError as e:
-            raise UserError(f"cannot create run folder {run.run_dir}: {e.strerror or e}") from None
-    write_json(run.run_dir / "config.json", dataclasses.asdict(args))
+            raise UserError(f"cannot create run folder {path}: {e.strerror or e}") from None
+    raise UserError(f"cannot create run folder {path}: 999 runs named {name} exist")
+
+
+def start_run_dir(run: Run, ckpt: dict | None) -> None:
+    """config.json, the logger, the video recorder, and the episode in progress."""
+    args, env, buffer = run.args, run.env, run.buffer
+    try:
+        write_json(run.run_dir / "config.json", dataclasses.asdict(args))
+    except OSError as e:
+        raise UserError(f"cannot write {run.run_dir / 'config.json'}: {e.strerror or e}") from None
     run.logger = Logger(run.run_dir, args, run.run_dir.name, ckpt.get("wandb_id") if ckpt else None)
     run.logger.text("hyperparameters", markdown_table(args))
     if args.capture_video:  # record the first episode of every evaluation
-        run.eval_env = gym.wrappers.RecordVideo(eval_env, str(run.run_dir / "videos"), disable_logger=True,
+        run.eval_env = gym.wrappers.RecordVideo(run.eval_env, str(run.run_dir / "videos"), disable_logger=True,
                                                 episode_trigger=lambda ep: ep % args.eval_episodes == 0)
 
     # the episode in progress: restored exactly where the env can be pickled faithfully
     if ckpt is not None and ckpt.get("env_pickle") is not None and env_state_picklable(env):
-        env.close()
-        run.env = QuietReset(pickle.loads(ckpt["env_pickle"]))  # saved without the wrapper: any caller can unpickle
-        run.state.obs, run.state.ep_return, run.state.ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
-    elif ckpt is not None:
+        try:
+            restored = pickle.loads(ckpt["env_pickle"])  # saved without the wrapper: any caller can unpickle
+        except Exception as e:  # junk, or a class that no longer exists
+            print(f"warning: cannot restore the environment from the checkpoint ({type(e).__name__}: {one_line(e)})",
+                  file=sys.stderr)
+        else:
+            env.close()
+            run.env = GuardedEnv(restored)
+            run.state.obs, run.state.ep_return, run.state.ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
+    if ckpt is not None and run.state.obs is None:
         print("warning: this environment's state cannot be saved; the episode in progress at the "
               "interruption is dropped and a new one starts", file=sys.stderr)
         buffer.new_episode()
     if run.state.obs is None:
-        run.state.obs, _ = run.env.reset(seed=args.seed + run.state.step)
-        noise.reset(learner.actor, run.rng)
-    return run
+        try:
+            run.state.obs, _ = run.env.reset(seed=args.seed + run.state.step)
+        except EnvFault as e:
+            raise UserError(f"{args.env_id}: {e}") from None
+        run.noise.reset(run.learner.actor, run.rng)
 
 
 class Policy:
@@ -1209,6 +1641,7 @@ def eval_only(args: Args, given: set[str]) -> int:
     check_compatible(ckpt, args, given)
     device = pick_device(args)
     env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
+    check_env(env, args.env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if (obs_dim, act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
         raise UserError(f"checkpoint expects obs/action sizes {ckpt['obs_dim']}/{ckpt['act_dim']}, "
@@ -1219,10 +1652,16 @@ def eval_only(args: Args, given: set[str]) -> int:
         run_dir = folder.parent if folder.name == "checkpoints" else folder
         video_dir = run_dir / "videos" / f"eval-only-{int(time.time())}"
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda ep: True, disable_logger=True)
-    returns = evaluate(actor, env, args.eval_episodes, args.seed + 100_000)
-    env.close()
-    print(f"{args.env_id}: mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes "
-          f"(checkpoint {ckpt['path']}, step {ckpt['global_step']})")
+    try:
+        returns = evaluate(actor, env, args.eval_episodes, args.seed + 100_000)
+    except EnvFault as e:
+        raise UserError(f"{args.env_id} failed during the evaluation: {e}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            env.close()
+    if not say(f"{args.env_id}: mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} "
+               f"episodes (checkpoint {ckpt['path']}, step {ckpt['global_step']})"):
+        raise UserError("cannot write the result: stdout failed")
     return 0
 
 
@@ -1232,24 +1671,26 @@ def main(argv: list[str] | None = None) -> int:
     # on HopperBulletEnv-v0, and x86 computes on denormals many times slower; as zeros they change nothing
     # that matters. First thing: torch's worker threads, started later, inherit the setting.
     torch.set_flush_denormal(True)
+    interrupted, stage = Interrupted(), "start-up"  # Ctrl-C and SIGTERM from here on: see Interrupted
     try:
         args, given = parse_args(argv)
         if args.eval_only:
+            stage = "the evaluation"
             return eval_only(args, given)
-        run = setup(args, given)
-        try:
-            run.start()
-            train(run.args, run)
-            run.finish()
-        finally:
-            run.close()
-        return run.report()
+        run = setup(args, given, interrupted)
+        stage = "the run"
+        return run.execute()  # the run handles its own faults and signals
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once; files on disk are whole (atomic writes)
-        print("interrupted again: stopped at once; the last checkpoint written is intact", file=sys.stderr)
-        return 130
+    except Stop as e:
+        if stage == "the run":  # a further signal while the run was closing: its files are whole (atomic writes)
+            print("interrupted again: stopped at once", file=sys.stderr)
+        else:
+            print(f"interrupted ({signal.Signals(e.signum).name}) during {stage}; nothing was saved", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        interrupted.restore()
 
 
 if __name__ == "__main__":

@@ -128,6 +128,8 @@ def load_runs(paths: list[Path], include_unfinished: bool) -> list[Run]:
 
 
 def hashable(value):
+    if isinstance(value, dict):  # e.g. Stable-Baselines3's policy_kwargs (experiments/sb3_run.py)
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
     return tuple(hashable(v) for v in value) if isinstance(value, list) else value
 
 

@@ -175,8 +175,9 @@ def watched_run(tmp_path, *flags):
                                    "--save-every", "100000", "--log-every", "100000", "--torch-threads", "1",
                                    "--no-cuda", "--runs-dir", str(tmp_path), *flags])
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    interrupted = ddpg.Interrupted()
     try:
-        run = ddpg.setup(args, given)
+        run = ddpg.setup(args, given, interrupted)
         box = [run]
         run.env = watch = Watch(run.env, box)
         watch.obs = run.state.obs
@@ -192,6 +193,7 @@ def watched_run(tmp_path, *flags):
         ddpg.train(run.args, run)
         run.close()
     finally:
+        interrupted.restore()
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     return run, watch.log, resets

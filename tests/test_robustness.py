@@ -15,6 +15,7 @@ import os
 import pickle
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -481,6 +482,7 @@ for row in spec["rows"]:
             os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
             if row["fsize"]:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (row["fsize"], row["fsize"]))
+            os.environ.update(row["env"])
             sys.argv = [spec["ddpg"], *row["argv"]]
             try:
                 runpy.run_path(spec["ddpg"], run_name="__main__")
@@ -524,6 +526,23 @@ class Row:
     match: str  # regex the error line must contain
     base: bool = True
     fsize: str | None = None  # name of the RLIMIT_FSIZE value computed by the fixture
+    code: int = 2  # the exit code: 2 bad input, 4 an environment fault mid-run, 5 a write fault mid-run
+    env: dict = dataclasses.field(default_factory=dict)  # environment variables of the row
+    warnings: bool = False  # lines starting 'warning:' may come before the error line
+    saved: int | None = None  # a mid-run fault: the step of the latest.pt it writes (exp-name = the row's id)
+
+
+BROKEN = "tests.broken_envs:Broken{}-v0"
+FAULT = {"BROKEN_ENV_FAULT": "1"}
+
+
+def env_row(row_id: str, env_name: str, match: str, **kw) -> Row:
+    """A row on one of tests/broken_envs.py's environments, with exp-name = row id (test_broken_env_runs)."""
+    return Row(row_id, ["--env-id", BROKEN.format(env_name), "--exp-name", row_id], match, **kw)
+
+
+def mid_run(row_id: str, env_name: str, match: str, saved: int) -> Row:
+    return env_row(row_id, env_name, match, code=4, env=FAULT, saved=saved)
 
 
 ROWS = [
@@ -573,7 +592,8 @@ ROWS = [
     # the file system
     Row("runs-dir-under-a-file", ["--runs-dir", "{a_file}/runs"], r"cannot create run folder .*Not a directory"),
     Row("disk-full-at-checkpoint", ["--exp-name", "diskfull", "--total-steps", "800", "--save-buffer"],
-        r"cannot write checkpoint .*/latest\.pt: File too large; the previous checkpoint is kept", fsize="fsize"),
+        r"at step 400: cannot write checkpoint .*/latest\.pt: File too large; the previous checkpoint \(latest\.pt "
+        r"at step 200\) is kept; resume with: python ddpg\.py --resume", fsize="fsize", code=5),
     # checkpoint files
     Row("checkpoint-truncated", ["--eval-only", "--checkpoint", "{truncated}"],
         r"cannot read checkpoint .*truncated\.pt: corrupt or not a checkpoint"),
@@ -600,6 +620,78 @@ ROWS = [
         r"has settings this ddpg\.py does not know \(shiny_new_flag\)"),
     Row("checkpoint-weights-do-not-fit", ["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", "{reshaped}"],
         r"does not fit the network: size mismatch for [\w.]+: copying a param with shape", base=False),
+    # hand-edited checkpoints: validated as a whole before anything is built from them
+    Row("ckpt-args-lack-env-id", ["--resume", "{no_env_id}"], r"no_env_id/checkpoints/latest\.pt is malformed: "
+        r"its settings lack env_id"),
+    Row("ckpt-args-lack-env-id-eval", ["--eval-only", "--checkpoint", "{no_env_id}"], r"its settings lack env_id"),
+    Row("ckpt-no-global-step", ["--resume", "{no_global_step}"], r"is malformed: 'global_step' is missing"),
+    Row("ckpt-global-step-negative", ["--resume", "{negative_step}"], r"'global_step' is not what this ddpg\.py wrote"),
+    Row("ckpt-learner-not-a-state-dict", ["--eval-only", "--checkpoint", "{learner_list}"],
+        r"'learner' is not a state dict of tensors"),
+    Row("ckpt-learner-lacks-bounds", ["--eval-only", "--checkpoint", "{no_low}"],
+        r"learner\['low'\] is not a tensor of shape \(1,\)"),
+    Row("ckpt-batch-size-negative", ["--resume", "{batch_negative}"],
+        r"its settings fail the flags' checks: --batch-size must be positive, got -1"),
+    Row("ckpt-hidden-sizes-a-string", ["--eval-only", "--checkpoint", "{hidden_string}"],
+        r"its setting hidden_sizes='abc' is not a tuple"),
+    Row("ckpt-gamma-none", ["--resume", "{gamma_none}"], r"its setting gamma=None is not a <class 'float'>"),
+    Row("ckpt-buffer-wrong-width", ["--resume", "{buffer_wide}"],
+        r"buffer\['obs'\] should be \(402, 3\) torch\.float32, got \(402, 5\)"),
+    Row("ckpt-buffer-position-out-of-range", ["--resume", "{buffer_pos}"], r"'buffer' positions do not fit: pos 5000"),
+    Row("ckpt-rng-state-empty", ["--resume", "{rng_empty}"], r"'rng' is not what this ddpg\.py wrote: \{\}"),
+    Row("ckpt-obs-wrong-shape", ["--resume", "{obs_wide}"], r"'obs' is not what this ddpg\.py wrote"),
+    Row("ckpt-optimizer-junk", ["--resume", "{opt_junk}"], r"'actor_opt' is not what this ddpg\.py wrote: 'junk'"),
+    Row("ckpt-eval-returns-junk", ["--resume", "{evals_junk}"], r"'eval_returns' is not what this ddpg\.py wrote"),
+    Row("ckpt-obs-dim-zero", ["--eval-only", "--checkpoint", "{obs_dim_zero}"], r"obs_dim/act_dim must be positive"),
+    # values that can never work
+    Row("buffer-size-one", ["--buffer-size", "1", "--batch-size", "1", "--start-steps", "1"],
+        r"--buffer-size must be at least 2"),
+    Row("hidden-sizes-beyond-int64", ["--hidden-sizes", str(2**64)], r"--hidden-sizes is too large for torch"),
+    Row("eval-episodes-beyond-numpy", ["--eval-episodes", str(2**62)], r"--eval-episodes is too large"),
+    Row("total-steps-huge", ["--total-steps", str(10**30)], r"--total-steps is too large"),
+    # broken environments: spaces DDPG cannot use, refused before the run folder exists
+    env_row("env-scalar-action", "ScalarAction", r"has actions of shape \(\); DDPG needs a flat Box"),
+    env_row("env-matrix-action", "MatrixAction", r"has actions of shape \(2, 2\)"),
+    env_row("env-zero-size-action", "ZeroSizeAction", r"has actions of shape \(0,\)"),
+    env_row("env-zero-size-obs", "ZeroSizeObs", r"needs a flat Box observation space of at least one dimension"),
+    env_row("env-image-obs", "ImageObs", r"needs a flat Box observation space"),
+    env_row("env-dict-obs", "DictObs", r"needs a flat Box observation space of at least one dimension, got Dict"),
+    env_row("env-unbounded-action", "UnboundedAction", r"has unbounded actions"),
+    env_row("env-equal-bounds", "EqualBounds", r"low >= high"),
+    # broken environments: the wrong API or garbage at the first reset or step (the start-up check)
+    env_row("env-reset-returns-obs-only", "ResetObsOnly", r"reset\(\) returned a ndarray array\(\[.*; gymnasium environments return \(observation, info dict\)"),
+    env_row("env-reset-info-not-a-dict", "ResetInfoNotDict", r"The second element returned by `env\.reset\(\)` was not a dictionary"),
+    env_row("env-old-step-api", "OldStepApi", r"step\(\) returned a tuple of 4; gymnasium environments return"),
+    env_row("env-reward-none", "RewardNone", r"step\(\) returned a reward of NoneType None; DDPG needs a number"),
+    env_row("env-reward-two-values", "RewardPair", r"step\(\) returned a reward of ndarray"),
+    env_row("env-reward-string", "RewardString", r"step\(\) returned a reward of str '1\.0'"),
+    env_row("env-obs-wrong-shape", "ObsWrongShape", r"reset\(\) returned an observation of shape \(4,\)"),
+    env_row("env-obs-nan", "ObsNaN", r"reset\(\) returned an observation of shape \(3,\).*finite numbers"),
+    env_row("env-obs-none", "ObsNone", r"step\(\) returned an observation of shape \(\), dtype object"),
+    env_row("env-terminated-none", "TerminatedNone", r"step\(\) returned terminated=None"),
+    env_row("env-reset-raises", "ResetRaises", r"reset\(\) raised RuntimeError: cannot connect to the simulator"),
+    env_row("env-init-raises", "InitRaises", r"cannot create environment .*RuntimeError: license file not found"),
+    env_row("env-init-exits", "InitExits", r"cannot create environment .*SystemExit: this environment needs a display"),
+    env_row("env-step-exits", "StepExitsAtOnce", r"step\(\) raised SystemExit: 3"),
+    Row("env-module-exits-on-import", ["--env-id", "tests.exits_on_import:Foo-v0"],
+        r"cannot import module 'tests\.exits_on_import' for --env-id: SystemExit: exits_on_import"),
+    # broken environments: faults in the middle of a run keep a resumable run
+    mid_run("env-step-raises-mid-run", "StepRaisesAt150", r"^error: the environment failed at step 150: step\(\) "
+            r"raised RuntimeError: the simulator exploded; latest\.pt saved at step 149; resume with: python ddpg\.py "
+            r"--resume \S+env-step-raises-mid-run", saved=149),
+    mid_run("env-reward-none-mid-run", "RewardNoneAt150", r"failed at step 150: step\(\) returned a reward of NoneType",
+            saved=149),
+    mid_run("env-obs-shape-changes-mid-run", "ObsShapeChangesAt150",
+            r"failed at step 150: step\(\) returned an observation of shape \(2,\)", saved=149),
+    mid_run("env-step-exits-mid-run", "StepExitsAt150", r"failed at step 150: step\(\) raised SystemExit: fatal", saved=149),
+    mid_run("env-reset-raises-mid-run", "ResetRaisesAtEpisode3",
+            r"failed at step 150: reset\(\) raised RuntimeError: the scene failed to load; latest\.pt saved at step 150",
+            saved=150),
+    mid_run("env-fails-in-evaluation", "EvalRaises", r"failed at step 200 \(evaluation\): reset\(\) raised "
+            r"RuntimeError: evaluation scene missing; latest\.pt saved at step 200", saved=200),
+    # a disk that fills up: TensorBoard's writer fails too, and says so in a warning, not a traceback
+    Row("disk-full-everywhere", ["--exp-name", "fullest"], r"at step 200: cannot write checkpoint .*latest\.pt: File "
+        r"too large; the previous checkpoint \(none written yet\) is kept", fsize="tiny", code=5, warnings=True),
 ]
 
 
@@ -634,10 +726,31 @@ def hostile(tmp_path_factory):
         paths[name] = root / f"{name}.pt"
     # disk full: latest.pt at step 200 fits under the limit, the bigger one at step 400 does not
     # (the buffer grows by 200 transitions, about 5 KB; the earlier run's latest.pt is a step-400 one)
-    limits = {"fsize": latest_path.stat().st_size - 2000}
+    limits = {"fsize": latest_path.stat().st_size - 2000, "tiny": 6000}
+    # hand-edited checkpoints: resume rows get a run folder, eval-only rows the file
+    args = latest["args"]
+    bad = {"no_env_id": {**latest, "args": {k: v for k, v in args.items() if k != "env_id"}},
+           "no_global_step": {k: v for k, v in latest.items() if k != "global_step"},
+           "negative_step": {**latest, "global_step": -5},
+           "learner_list": {**latest, "learner": [1, 2]},
+           "no_low": {**latest, "learner": {k: v for k, v in latest["learner"].items() if k != "low"}},
+           "batch_negative": {**latest, "args": {**args, "batch_size": -1}},
+           "hidden_string": {**latest, "args": {**args, "hidden_sizes": "abc"}},
+           "gamma_none": {**latest, "args": {**args, "gamma": None}},
+           "buffer_wide": {**latest, "buffer": {**latest["buffer"], "obs": torch.zeros(402, 5)}},
+           "buffer_pos": {**latest, "buffer": {**latest["buffer"], "pos": 5000, "capacity": 1000}},
+           "rng_empty": {**latest, "rng": {}},
+           "obs_wide": {**latest, "obs": np.zeros(7, dtype=np.float32)},
+           "opt_junk": {**latest, "actor_opt": "junk"},
+           "evals_junk": {**latest, "eval_returns": "junk"},
+           "obs_dim_zero": {**latest, "obs_dim": 0}}
+    for name, obj in bad.items():
+        (root / name / "checkpoints").mkdir(parents=True)
+        torch.save(obj, root / name / "checkpoints" / "latest.pt")
+        paths[name] = root / name
 
     rows = [{"id": r.id, "argv": [a.format(**paths) for a in (BASE if r.base else []) + r.argv],
-             "fsize": limits[r.fsize] if r.fsize else None} for r in ROWS]
+             "fsize": limits[r.fsize] if r.fsize else None, "env": r.env} for r in ROWS]
     spec = {"repo": str(REPO), "ddpg": str(REPO / "ddpg.py"), "tmp": str(root), "guard": str(earlier),
             "timeout": 120, "rows": rows, "result": str(root / "results.json")}
     (root / "spec.json").write_text(json.dumps(spec))
@@ -650,15 +763,35 @@ def hostile(tmp_path_factory):
 
 
 def test_hostile_table_is_large():
-    assert len(ROWS) >= 25 and len({r.id for r in ROWS}) == len(ROWS)
+    assert len(ROWS) >= 60 and len({r.id for r in ROWS}) == len(ROWS)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_hostile_input_is_one_error_line_and_touches_no_earlier_run(row, hostile):
     res = hostile.results[row.id]
-    line = assert_one_error_line(res["rc"], res["stderr"])
+    stderr = res["stderr"]
+    if row.warnings:
+        stderr = "\n".join(ln for ln in stderr.splitlines() if not ln.startswith("warning: "))
+    line = assert_one_error_line(res["rc"], stderr, row.code)
     assert re.search(row.match, line), line
     assert res["guard"] == hostile.results["baseline"], "the earlier run folder was changed"
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if "tests.broken_envs:" in " ".join(r.argv)],
+                         ids=lambda r: r.id)
+def test_broken_env_runs_leave_no_folder_or_a_resumable_one(row, hostile):
+    """Refused at start-up: no run folder. A fault mid-run: summary.json says env-error, and latest.pt holds
+    the last consistent step, without the episode in progress (the environment's state is suspect)."""
+    folders = list(hostile.runs.glob(f"*__{row.id}__*"))
+    if row.saved is None:
+        assert folders == [], f"a run folder was left behind: {folders}"
+        return
+    (folder,) = folders
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "env-error" and summary["final_eval_return_mean"] is None
+    kept = load(folder / "checkpoints" / "latest.pt")
+    assert kept["global_step"] == row.saved and kept["env_pickle"] is None
+    assert "final.pt" not in {p.name for p in (folder / "checkpoints").iterdir()}
 
 
 def test_disk_full_keeps_the_previous_checkpoint(hostile):
@@ -671,6 +804,7 @@ def test_disk_full_keeps_the_previous_checkpoint(hostile):
     # config and events were written under the same limit: only the checkpoint failed
     assert json.loads((run_dir / "config.json").read_text())["exp_name"] == "diskfull"
     assert [s for s, _ in scalar_tags(run_dir)["eval/return_mean"]] == [200, 400]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "write-error"
 
 
 def test_saved_buffer_costs_its_transitions_not_its_capacity(hostile):
@@ -683,3 +817,188 @@ def test_saved_buffer_costs_its_transitions_not_its_capacity(hostile):
     per_slot = 4 * 3 + 4 * 1 + 4 + 4 + 1  # Pendulum: obs 3, action 1
     extra = (ckpt_dir / "latest.pt").stat().st_size - (ckpt_dir / "final.pt").stat().st_size
     assert slots * per_slot <= extra <= slots * per_slot + 4096, extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults mid-run, environments that cannot be pickled, failing output, signals at odd moments
+# ---------------------------------------------------------------------------------------------
+
+TINY_BROKEN = ["--total-steps", "400", "--start-steps", "100", "--batch-size", "32", "--eval-every", "200",
+               "--eval-episodes", "1", "--save-every", "200", "--hidden-sizes", "32", "32"]
+
+
+def test_a_run_stopped_by_an_environment_fault_resumes_to_the_end(tmp_path):
+    args = ["--env-id", BROKEN.format("StepRaisesAt150"), *TINY_BROKEN, "--runs-dir", tmp_path]
+    rc, _, err = run_cli(args, env=FAULT)
+    line = assert_one_error_line(rc, err, 4)
+    assert "failed at step 150" in line and "latest.pt saved at step 149" in line
+    run_dir = single_run_dir(tmp_path)
+    rc, _, err = run_cli(["--resume", run_dir])  # the fault is gone: the run continues
+    assert rc == 0, err
+    assert "the episode in progress at the interruption is dropped" in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["total_steps"] == 400
+    assert [s for s, _ in summary["eval_returns"]] == [200, 400]
+
+
+def test_an_unpicklable_environment_still_checkpoints_and_resumes(tmp_path):
+    args = ["--env-id", BROKEN.format("Unpicklable"), *TINY_BROKEN, "--runs-dir", tmp_path]
+    rc, _, err = run_cli(args)
+    assert rc == 0, err
+    assert stderr_lines(err) == ["warning: the environment's state cannot be pickled (TypeError: cannot pickle "
+                                 "'_thread.lock' object); checkpoints keep everything else, and a resume starts a "
+                                 "new episode"]
+    run_dir = single_run_dir(tmp_path)
+    latest = load(run_dir / "checkpoints" / "latest.pt")
+    assert latest["global_step"] == 400 and latest["env_pickle"] is None
+    rc, _, err = run_cli(["--resume", run_dir, "--total-steps", "600"])
+    assert rc == 0, err
+    assert "the episode in progress at the interruption is dropped" in err
+    assert json.loads((run_dir / "summary.json").read_text())["total_steps"] == 600
+
+
+@pytest.mark.parametrize("junk", ["bytes", "missing-class"])
+def test_a_junk_environment_pickle_drops_the_episode_and_resumes(junk, tmp_path):
+    rc, _, err = run_cli([*PENDULUM_TINY, "--runs-dir", tmp_path])
+    assert rc == 0, err
+    run_dir = single_run_dir(tmp_path)
+    path = run_dir / "checkpoints" / "latest.pt"
+    ckpt = load(path)
+    assert ckpt["env_pickle"] is not None  # Pendulum's state pickles: the junk replaces a real one
+    ckpt["env_pickle"] = (b"\x80\x04junk" if junk == "bytes" else
+                          pickle.dumps(types.SimpleNamespace()).replace(b"types", b"typez"))
+    torch.save(ckpt, path)
+    rc, _, err = run_cli(["--resume", run_dir, "--total-steps", str(ckpt["global_step"] + 200)])
+    assert rc == 0, err
+    lines = stderr_lines(err)
+    cause = "UnpicklingError" if junk == "bytes" else "ModuleNotFoundError: No module named 'typez'"
+    assert f"warning: cannot restore the environment from the checkpoint ({cause}" in err, err
+    assert any("the episode in progress at the interruption is dropped" in line for line in lines), err
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+def test_stdout_on_a_full_disk_or_a_closed_pipe_never_stops_training(tmp_path):
+    for i, target in enumerate(["/dev/full", "closed pipe"]):
+        runs = tmp_path / str(i)
+        cmd = [sys.executable, str(REPO / "ddpg.py"), *map(str, PENDULUM_TINY), "--log-every", "100",
+               "--runs-dir", str(runs)]
+        if target == "/dev/full":
+            with open("/dev/full", "w") as full:
+                proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), stdout=full, stderr=subprocess.PIPE, text=True,
+                                      timeout=300)
+            rc, err = proc.returncode, proc.stderr
+        else:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            proc.stdout.close()  # `| head -0`: the first line written meets a broken pipe
+            err = proc.stderr.read()
+            rc = proc.wait(timeout=300)
+        assert rc == 0 and err.strip() == "", (target, rc, err)
+        run_dir = single_run_dir(runs)
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+        assert (run_dir / "checkpoints" / "final.pt").is_file()
+
+
+def test_help_into_a_closed_pipe_is_quiet(tmp_path):
+    proc = subprocess.Popen([sys.executable, str(REPO / "ddpg.py"), "--help"], cwd=REPO, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and err.strip() == "", err
+
+
+def test_ctrl_c_while_importing_leaves_quietly(spawn):
+    proc = spawn(["--help"])
+    time.sleep(0.4)  # python is up (its own start takes ~0.05 s); torch and gymnasium take seconds to import
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == "", (proc.returncode, err)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_start_up_stops_at_once_and_leaves_no_run_folder(signum, tmp_path, spawn):
+    marker = tmp_path / "constructing"
+    runs = tmp_path / "runs"
+    proc = spawn(["--env-id", BROKEN.format("SlowInit"), *TINY_BROKEN, "--runs-dir", runs],
+                 {"BROKEN_ENV_MARKER": str(marker)})
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    t0 = time.time()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert time.time() - t0 < 5
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum
+    assert stderr_lines(err) == [f"interrupted ({name}) during start-up; nothing was saved"]
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_sigterm_stops_an_evaluation_that_never_ends_and_saves(tmp_path, spawn):
+    """Pendulum-v1 with a time limit of a billion steps: the evaluation at step 200 never ends."""
+    proc = spawn(["--env-id", "Pendulum-v1", "--max-episode-steps", "1000000000", *TINY_BROKEN, "--log-every", "100",
+                  "--runs-dir", tmp_path])
+    for line in proc.stdout:
+        if line.startswith("step 100/"):
+            break
+    time.sleep(3)  # steps 100 to 200 take well under a second; then the evaluation runs on
+    assert proc.poll() is None
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert time.time() - t0 < 5 and proc.returncode == 143, (proc.returncode, err)
+    run_dir = single_run_dir(tmp_path)
+    assert stderr_lines(err) == [f"interrupted at step 200; resume with: python ddpg.py --resume {run_dir}"]
+    assert load(run_dir / "checkpoints" / "latest.pt")["global_step"] == 200
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["eval_returns"] == []
+
+
+def test_the_resume_command_is_quoted_for_a_runs_folder_with_a_space(tmp_path, spawn):
+    runs = tmp_path / "my runs"
+    proc = spawn([*EXACT, "--total-steps", "100000", "--runs-dir", runs])
+    rc, out, err = interrupt_after_line(proc, "step 400/", signal.SIGINT)
+    assert rc == 130, err
+    (line,) = [ln for ln in stderr_lines(err) if "resume with" in ln]
+    command = line.split("resume with: ", 1)[1]
+    assert shlex.split(command)[-1] == str(single_run_dir(runs))
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    args = ddpg.Args(env_id="Pendulum-v1", runs_dir=str(tmp_path))
+    first, second, third = (ddpg.new_run_dir(args) for _ in range(3))
+    assert [p.name for p in (first, second, third)] == [
+        "Pendulum-v1__ddpg__1__1800000000", "Pendulum-v1__ddpg__1__1800000000-2", "Pendulum-v1__ddpg__1__1800000000-3"]
+
+
+def test_an_unexpected_exception_is_one_line_with_its_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    """A bug (here: the update raises at its 50th call): exit 1, one error line naming the step and pointing to
+    error.log, summary.json 'crashed', the last latest.pt kept (not rewritten from a state that may be torn)."""
+    original, calls = ddpg.Learner.update, []
+
+    def update(self, batch):
+        calls.append(1)
+        if len(calls) == 250:
+            raise RuntimeError("a bug in an edited update")
+        return original(self, batch)
+
+    monkeypatch.setattr(ddpg.Learner, "update", update)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        code = ddpg.main([*map(str, PENDULUM_TINY), "--runs-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    err = capsys.readouterr().err
+    run_dir = single_run_dir(tmp_path)
+    step = 100 + 250  # 100 warm-up steps, then one update per step
+    line = assert_one_error_line(code, err, 1)
+    assert line == (f"error: unexpected RuntimeError at step {step}: a bug in an edited update (traceback in "
+                    f"{run_dir / 'error.log'}); last checkpoint: latest.pt at step 200; resume with: python ddpg.py "
+                    f"--resume {run_dir}")
+    assert "Traceback" in (run_dir / "error.log").read_text() and "a bug in an edited update" in (
+        run_dir / "error.log").read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "crashed"
+    assert load(run_dir / "checkpoints" / "latest.pt")["global_step"] == 200
