@@ -96,6 +96,30 @@ class NaNRewardEnv(gym.Env):
         return self.x.copy(), reward, False, False, {}
 
 
+class OneStepEnv(gym.Env):
+    """Every episode is one step that *terminates* with reward 1, from a random observation: the true value of
+    every (s, a) is Q = 1. A learner that bootstraps through the termination drifts to 1 / (1 - gamma)."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.normal(size=3).astype(np.float32), {}
+
+    def step(self, action):
+        return self.np_random.normal(size=3).astype(np.float32), 1.0, True, False, {}
+
+
+class ForeverEnv(OneStepEnv):
+    """Reward 1 at every step, never terminating: the time limit only *truncates*, so the true value of every
+    (s, a) is 1 / (1 - gamma), reached by bootstrapping through the truncations."""
+
+    def step(self, action):
+        return self.np_random.normal(size=3).astype(np.float32), 1.0, False, False, {}
+
+
 def _register(env_id: str, entry_point, max_episode_steps: int) -> None:
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=entry_point, max_episode_steps=max_episode_steps)
@@ -104,3 +128,5 @@ def _register(env_id: str, entry_point, max_episode_steps: int) -> None:
 _register("DDPGTestAsym-v0", AsymEnv, ASYM_TIME_LIMIT)
 _register("DDPGTestCounter-v0", CounterEnv, COUNTER_TIME_LIMIT)
 _register("DDPGTestNaNReward-v0", NaNRewardEnv, NAN_TIME_LIMIT)
+_register("DDPGTestOneStep-v0", OneStepEnv, 10)
+_register("DDPGTestForever-v0", ForeverEnv, 10)

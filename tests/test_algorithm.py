@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import ddpg
+from conftest import run_cli, scalar_tags, single_run_dir
 
 ASYM_LOW, ASYM_HIGH = np.array([-1.0, 0.0]), np.array([3.0, 2.0])
 
@@ -229,3 +230,30 @@ def test_update_every_runs_the_updates_in_bursts(tmp_path, update_every, updates
         assert r["n_updates"] == burst_steps * update_every * updates_per_step, r
     final_bursts = sum(1 for t in range(65, 121) if t % update_every == 0)
     assert run.learner.n_updates == final_bursts * update_every * updates_per_step
+
+
+def polyak_predicted_q(updates: int, tau: float, gamma: float, reward: float = 1.0) -> float:
+    """Q after `updates` updates of a critic that fits its target exactly, on a task whose every step pays `reward`
+    and never ends: Q = r + gamma * Q', and the target trails it, Q' <- (1 - tau) Q' + tau Q, from Q' = 0."""
+    target = 0.0
+    for _ in range(updates):
+        target += tau * (reward + gamma * target - target)
+    return reward + gamma * target
+
+
+@pytest.mark.parametrize("env, tau, expected, tolerance", [
+    ("OneStep", 0.005, 1.0, 0.1),  # every step terminates: Q = r exactly; bootstrapping through it gives 5 to 10
+    ("Forever", 1.0, 10.0, 1.0),  # only truncations: Q = r / (1 - gamma) = 10; truncation as termination gives 5
+    ("Forever", 0.005, polyak_predicted_q(1400, 0.005, 0.9), 1.0),  # 5.5: targets trail at tau; none gives 10
+], ids=["termination-ends-the-bootstrap", "truncation-bootstraps", "targets-trail-at-rate-tau"])
+def test_q_values_see_termination_truncation_and_target_networks(env, tau, expected, tolerance, tmp_path):
+    """The critic's mean Q after 1,400 updates (gamma 0.9, reward 1 per step) against what the Bellman target and
+    Polyak averaging predict. Planted bugs checked against it: no (1 - terminated) gives 5.0 / 10.2 on OneStep;
+    truncation stored as termination 5.2 with tau 1; targets = online networks 10.1 with tau 0.005."""
+    rc, _, err = run_cli(["--env-id", f"tests.envs:DDPGTest{env}-v0", "--total-steps", "1500", "--start-steps", "100",
+                          "--batch-size", "32", "--hidden-sizes", "32", "32", "--gamma", "0.9", "--tau", str(tau),
+                          "--eval-every", "1500", "--eval-episodes", "1", "--log-every", "250", "--torch-threads",
+                          "1", "--no-cuda", "--runs-dir", str(tmp_path)])
+    assert rc == 0, err
+    (step, q_mean), = [t for t in scalar_tags(single_run_dir(tmp_path))["losses/q_mean"] if t[0] == 1500]
+    assert abs(q_mean - expected) <= tolerance, (q_mean, expected)
