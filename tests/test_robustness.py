@@ -569,6 +569,17 @@ ROWS = [
     Row("start-steps-below-batch", ["--start-steps", "10"], r"--start-steps \(10\) is below --batch-size"),
     Row("buffer-beyond-address-space", ["--buffer-size", str(10**15)], r"cannot allocate .* 10{15} transitions"),
     Row("hidden-beyond-address-space", ["--hidden-sizes", str(10**14)], r"cannot allocate the networks"),
+    Row("batch-size-zero", ["--batch-size", "0"], r"--batch-size must be positive, got 0"),
+    Row("eval-every-zero", ["--eval-every", "0"], r"--eval-every must be positive, got 0"),
+    Row("policy-lr-zero", ["--policy-lr", "0"], r"--policy-lr must be positive, got 0"),
+    Row("tau-zero", ["--tau", "0"], r"--tau must be in \(0, 1\], got 0"),
+    Row("gamma-one", ["--gamma", "1.0"], r"--gamma must be in \[0, 1\), got 1\.0"),
+    Row("num-q-zero", ["--num-q", "0"], r"--num-q must be positive, got 0"),
+    Row("policy-delay-zero", ["--policy-delay", "0"], r"--policy-delay must be positive, got 0"),
+    Row("target-noise-negative", ["--target-noise", "-0.2"], r"--target-noise must be >= 0, got -0\.2"),
+    Row("q-data-fraction-zero", ["--q-data-fraction", "0"], r"--q-data-fraction must be in \(0, 1\], got 0"),
+    Row("q-data-fraction-above-one", ["--q-data-fraction", "1.5"], r"--q-data-fraction must be in \(0, 1\]"),
+    Row("total-steps-a-word", ["--total-steps", "ten"], r"--total-steps.*'ten'"),
     # NaN and infinity
     Row("policy-lr-nan", ["--policy-lr", "nan"], r"--policy-lr must be a finite number, got nan"),
     Row("tau-inf", ["--tau", "inf"], r"--tau must be a finite number, got inf"),
@@ -775,6 +786,15 @@ def test_hostile_input_is_one_error_line_and_touches_no_earlier_run(row, hostile
     line = assert_one_error_line(res["rc"], stderr, row.code)
     assert re.search(row.match, line), line
     assert res["guard"] == hostile.results["baseline"], "the earlier run folder was changed"
+
+
+def test_refused_input_leaves_no_run_folder(hostile):
+    """Every row refused with exit 2 ran before a run folder existed: the runs folder holds the earlier run and
+    the folders of the rows that fail mid-run (exit 4 and 5, their exp-names), nothing else."""
+    mid_run_names = {r.argv[r.argv.index("--exp-name") + 1] for r in ROWS if r.code != 2}
+    for folder in hostile.runs.iterdir():
+        if folder.is_dir() and folder != hostile.earlier:
+            assert folder.name.split("__")[1] in mid_run_names, f"left behind: {folder.name}"
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if "tests.broken_envs:" in " ".join(r.argv)],
