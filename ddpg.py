@@ -982,8 +982,7 @@ def buffer_state(buffer: ReplayBuffer) -> dict:
 
 
 def load_buffer_state(buffer: ReplayBuffer, state: dict) -> None:
-    if state["capacity"] != buffer.capacity:
-        raise UserError(f"saved buffer has capacity {state['capacity']}, --buffer-size is {buffer.capacity}")
+    # shapes, positions and capacity were checked with the whole checkpoint (checkpoint_problem)
     for name in ["obs", "actions", "rewards", "terminated", "valid"]:
         getattr(buffer, name)[: state["high"]] = state[name].to(buffer.device)
     buffer.pos, buffer.high, buffer.added = state["pos"], state["high"], state["added"]
@@ -1044,6 +1043,12 @@ class Logger:
     def tb_thread(self):
         return getattr(getattr(getattr(self.writer, "file_writer", None), "event_writer", None), "_worker", None)
 
+    def tb_check(self) -> None:
+        """Raise what stopped TensorBoard's writer thread, if anything did."""
+        thread = self.tb_thread()
+        if self.tb_error is not None or (thread is not None and not thread.is_alive()):
+            raise self.tb_error or OSError("its writer thread stopped")
+
     def _wandb_failed(self, e: Exception) -> None:
         print(f"warning: Weights & Biases disabled ({type(e).__name__}: {one_line(e)}); "
               "logging to TensorBoard only", file=sys.stderr)
@@ -1052,10 +1057,8 @@ class Logger:
     def tensorboard(self, write: Callable) -> None:
         if self.writer is None:
             return
-        thread = self.tb_thread()
         try:
-            if self.tb_error is not None or (thread is not None and not thread.is_alive()):
-                raise self.tb_error or OSError("its writer thread stopped")
+            self.tb_check()
             write(self.writer)
         except Exception as e:
             print(f"warning: TensorBoard logging stopped ({type(e).__name__}: {one_line(e)}); training goes on, "
@@ -1077,9 +1080,7 @@ class Logger:
         """Flush and close; with quiet (the run already failed with its own error line), failures say nothing."""
         if self.writer is not None:
             try:
-                thread = self.tb_thread()
-                if self.tb_error is not None or (thread is not None and not thread.is_alive()):
-                    raise self.tb_error or OSError("its writer thread stopped")
+                self.tb_check()
                 self.writer.close()
             except Exception as e:
                 if not quiet:

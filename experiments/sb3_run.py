@@ -55,12 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ns
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def finished_run(runs_dir: Path, env_name: str, exp_name: str, seed: int) -> Path | None:
     for path in sorted(runs_dir.glob(f"{env_name}__{exp_name}__{seed}__*")):
         try:
@@ -115,7 +109,7 @@ def train_one(ns: argparse.Namespace, seed: int) -> int:
               "eval_every": ns.eval_every, "eval_episodes": ns.eval_episodes, "torch_threads": ns.threads,
               **{k: v for k, v in kwargs.items() if k not in ("seed", "device", "verbose", "action_noise")},
               "noise_std": 0.1, "torch": torch.__version__}
-    write_json(run_dir / "config.json", json.loads(json.dumps(config, default=str)))
+    ddpg.write_json(run_dir / "config.json", json.loads(json.dumps(config, default=str)))
     eval_returns: list = []
     last: list = [None]
     t0 = time.time()
@@ -153,7 +147,7 @@ def train_one(ns: argparse.Namespace, seed: int) -> int:
         wall = time.time() - t0
         final = last[0] if status == "finished" else None
         learn_s = time.time() - learn_start[0] - eval_s[0] if learn_start[0] else None
-        write_json(run_dir / "summary.json", {
+        ddpg.write_json(run_dir / "summary.json", {
             "status": status, "env_id": ns.env_id, "exp_name": ns.exp_name, "seed": seed,
             "total_steps": int(model.num_timesteps), "episodes": int(model._episode_num),
             "final_eval_return_mean": float(final.mean()) if final is not None else None,
