@@ -128,11 +128,11 @@ class Actor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs) * self.action_scale + self.action_bias
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """mu(s) for one observation, numpy in and out (float64, like the bounds it is clipped to)."""
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.action_scale.device)
-        return self(obs).cpu().numpy().astype(np.float64)
+        with torch.no_grad():
+            obs = torch.as_tensor(obs, dtype=torch.float32, device=self.action_scale.device)
+            return self(obs).cpu().numpy().astype(np.float64)
 
 
 class QNetwork(nn.Module):
@@ -283,14 +283,14 @@ class ParamNoise(Noise):
         self.probe = copy.deepcopy(actor).requires_grad_(False)  # measures the distance
         self.distance = float("nan")
 
-    @torch.no_grad()
     def perturb(self, actor: Actor, into: Actor) -> None:
-        for src, dst in zip(actor.modules(), into.modules()):
-            if isinstance(src, nn.Linear):  # theta~ = theta + std * N(0, I); LayerNorm and the scaling stay clean
-                dst.weight.copy_(src.weight + self.std * torch.randn_like(src.weight))
-                dst.bias.copy_(src.bias + self.std * torch.randn_like(src.bias))
-            elif isinstance(src, nn.LayerNorm):
-                dst.load_state_dict(src.state_dict())
+        with torch.no_grad():
+            for src, dst in zip(actor.modules(), into.modules()):
+                if isinstance(src, nn.Linear):  # theta~ = theta + std * N(0, I); LayerNorm and the scaling stay clean
+                    dst.weight.copy_(src.weight + self.std * torch.randn_like(src.weight))
+                    dst.bias.copy_(src.bias + self.std * torch.randn_like(src.bias))
+                elif isinstance(src, nn.LayerNorm):
+                    dst.load_state_dict(src.state_dict())
 
     def explore(self, actor: Actor, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.perturbed.act(obs)  # a = mu~(s)
@@ -298,13 +298,13 @@ class ParamNoise(Noise):
     def reset(self, actor: Actor, rng: np.random.Generator) -> None:
         self.perturb(actor, self.perturbed)  # one perturbation for the whole episode
 
-    @torch.no_grad()
     def adapt(self, step: int, actor: Actor, buffer: ReplayBuffer) -> None:
-        if step % self.interval == 0:  # the same weight noise moves the actions more or less as the actor trains
-            obs = buffer.sample(self.batch_size).obs
-            self.perturb(actor, self.probe)
-            self.distance = ((self.probe(obs) - actor(obs)) / actor.action_scale).pow(2).mean().sqrt().item()
-            self.std = self.std / self.coef if self.distance > self.target_std else self.std * self.coef
+        with torch.no_grad():
+            if step % self.interval == 0:  # the same weight noise moves the actions more or less as the actor trains
+                obs = buffer.sample(self.batch_size).obs
+                self.perturb(actor, self.probe)
+                self.distance = ((self.probe(obs) - actor(obs)) / actor.action_scale).pow(2).mean().sqrt().item()
+                self.std = self.std / self.coef if self.distance > self.target_std else self.std * self.coef
 
     def metrics(self) -> dict: return {"noise/param_std": self.std, "noise/param_distance": self.distance}
     def state_dict(self) -> dict:
@@ -329,10 +329,10 @@ def bellman_target(rew: torch.Tensor, terminated: torch.Tensor, next_q: torch.Te
     return rew + gamma * (1.0 - terminated) * next_q
 
 
-@torch.no_grad()
 def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], tau: float) -> None:
     # theta' <- tau * theta + (1 - tau) * theta': targets trail the online nets, so y moves slowly
-    torch._foreach_lerp_(target, online, tau)
+    with torch.no_grad():
+        torch._foreach_lerp_(target, online, tau)
 
 
 # One update's numbers, as tensors (reading them waits for the device); actor_loss is the last actor update's.
