@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import ddpg
-from conftest import run_cli, scalar_tags, single_run_dir
+from conftest import scalar_tags, single_run_dir
+from tests import envs
 
 ASYM_LOW, ASYM_HIGH = np.array([-1.0, 0.0]), np.array([3.0, 2.0])
 
@@ -160,7 +162,7 @@ class Watch(gym.Wrapper):
     def step(self, action):
         run = self.run_box[0]
         learner, noise = run.learner, run.noise
-        self.log.append({"step": run.state.step, "action": np.array(action, dtype=np.float64),
+        self.log.append({"step": run.state.step, "action": np.array(action, dtype=np.float64), "dtype": action.dtype,
                          "actor": learner.actor.act(self.obs), "target": learner.actor_target.act(self.obs),
                          "perturbed": noise.perturbed.act(self.obs) if hasattr(noise, "perturbed") else None,
                          "n_updates": learner.n_updates})
@@ -169,21 +171,32 @@ class Watch(gym.Wrapper):
         return (obs, *rest)
 
 
-def watched_run(tmp_path, *flags):
-    """setup() and train() in process, with the training env wrapped by Watch (after setup, before train)."""
-    args, given = ddpg.parse_args(["--env-id", "Pendulum-v1", "--start-steps", "64", "--batch-size", "32",
-                                   "--hidden-sizes", "16", "16", "--max-episode-steps", "50", "--eval-every", "100000",
-                                   "--save-every", "100000", "--log-every", "100000", "--torch-threads", "1",
-                                   "--no-cuda", "--runs-dir", str(tmp_path), *flags])
+def train_here(argv, prepare=lambda run: None) -> ddpg.Run:
+    """setup() and train() in this process (so that mutation testing sees which tests reach which code);
+    prepare(run) may wrap the environment or the noise after setup, before train."""
+    args, given = ddpg.parse_args(["--torch-threads", "1", "--no-cuda", *argv])
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     interrupted = ddpg.Interrupted()
     try:
         run = ddpg.setup(args, given, interrupted)
-        box = [run]
-        run.env = watch = Watch(run.env, box)
-        watch.obs = run.state.obs
-        run.start()
-        resets = []
+        prepare(run)
+        code = run.execute()  # train() with the run around it: the last checkpoints, summary.json
+    finally:
+        interrupted.restore()
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert code == 0, f"the run ended with exit code {code}"
+    return run
+
+
+def watched_run(tmp_path, *flags):
+    """A short Pendulum run with the training env wrapped by Watch and the noise's resets recorded."""
+    box, resets = [], []
+
+    def prepare(run):
+        box.append(run)
+        run.env = Watch(run.env, box)
+        run.env.obs = run.state.obs
         original_reset = run.noise.reset
 
         def reset(actor, rng):  # the noise's per-episode reset, recording what it leaves behind
@@ -191,13 +204,10 @@ def watched_run(tmp_path, *flags):
             if hasattr(run.noise, "perturbed"):
                 resets.append([p.clone() for p in run.noise.perturbed.parameters()])
         run.noise.reset = reset
-        ddpg.train(run.args, run)
-        run.close()
-    finally:
-        interrupted.restore()
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-    return run, watch.log, resets
+    run = train_here(["--env-id", "Pendulum-v1", "--start-steps", "64", "--batch-size", "32", "--hidden-sizes", "16",
+                      "16", "--max-episode-steps", "50", "--eval-every", "100000", "--save-every", "100000",
+                      "--log-every", "100000", "--runs-dir", str(tmp_path), *flags], prepare)
+    return run, run.env.log, resets
 
 
 def test_the_loop_acts_with_the_online_actor_not_the_target(tmp_path):
@@ -207,6 +217,9 @@ def test_the_loop_acts_with_the_online_actor_not_the_target(tmp_path):
     learning = [r for r in log if r["step"] > 64]
     assert len(learning) == 150 - 64
     assert all(np.allclose(r["action"], np.clip(r["actor"], -2, 2), atol=1e-6) for r in learning)
+    warm_up = [r for r in log if r["step"] <= 64]  # steps 1..start_steps are uniformly random, step 64 too
+    assert len(warm_up) == 64 and not any(np.allclose(r["action"], r["actor"], atol=1e-3) for r in warm_up)
+    assert all(r["dtype"] == np.float32 for r in log), "actions reach the env in its action space's dtype"
     assert sum(not np.allclose(r["target"], r["actor"], atol=1e-3) for r in learning) > 40, "the actors never differed"
 
 
@@ -250,10 +263,92 @@ def test_q_values_see_termination_truncation_and_target_networks(env, tau, expec
     """The critic's mean Q after 1,400 updates (gamma 0.9, reward 1 per step) against what the Bellman target and
     Polyak averaging predict. Planted bugs checked against it: no (1 - terminated) gives 5.0 / 10.2 on OneStep;
     truncation stored as termination 5.2 with tau 1; targets = online networks 10.1 with tau 0.005."""
-    rc, _, err = run_cli(["--env-id", f"tests.envs:DDPGTest{env}-v0", "--total-steps", "1500", "--start-steps", "100",
-                          "--batch-size", "32", "--hidden-sizes", "32", "32", "--gamma", "0.9", "--tau", str(tau),
-                          "--eval-every", "1500", "--eval-episodes", "1", "--log-every", "250", "--torch-threads",
-                          "1", "--no-cuda", "--runs-dir", str(tmp_path)])
-    assert rc == 0, err
+    train_here(["--env-id", f"tests.envs:DDPGTest{env}-v0", "--total-steps", "1500", "--start-steps", "100",
+                "--batch-size", "32", "--hidden-sizes", "32", "32", "--gamma", "0.9", "--tau", str(tau),
+                "--eval-every", "1500", "--eval-episodes", "1", "--log-every", "250", "--runs-dir", str(tmp_path)])
     (step, q_mean), = [t for t in scalar_tags(single_run_dir(tmp_path))["losses/q_mean"] if t[0] == 1500]
     assert abs(q_mean - expected) <= tolerance, (q_mean, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop, checked through what it stored and logged
+# ---------------------------------------------------------------------------------------------
+
+
+def test_exploration_actions_are_clipped_to_asymmetric_bounds(tmp_path):
+    """Bounds low=[-1, 0], high=[3, 2]; the env raises on any action outside them. Random warm-up actions cover
+    the asymmetric box, and noisy actions (std 1.5 x range/2) that left it were clipped onto its faces."""
+    run = train_here(["--env-id", "tests.envs:DDPGTestAsym-v0", "--total-steps", "300", "--start-steps", "100",
+                      "--batch-size", "32", "--hidden-sizes", "32", "32", "--eval-every", "300", "--eval-episodes",
+                      "1", "--save-every", "300", "--noise-std", "1.5", "--runs-dir", str(tmp_path)])
+    buf = run.buffer
+    actions = buf.actions[buf.valid].double().numpy()  # slots in time order: no wrap-around here
+    assert actions.shape == (300, 2)
+    low, high = envs.ASYM_LOW.astype(np.float64), envs.ASYM_HIGH.astype(np.float64)
+    assert (actions >= low).all() and (actions <= high).all()
+    warm, noisy = actions[:100], actions[100:]
+    assert ((warm > low) & (warm < high)).all()  # uniform: never exactly on a face
+    np.testing.assert_allclose(warm.mean(0), (low + high) / 2, atol=0.35)  # centre (1, 1), not (0, 0)
+    assert (warm[:, 0] > 2).any() and (warm[:, 1] < 0.5).any()
+    for d in range(2):  # about a quarter of the noisy actions leave on each side
+        assert (noisy[:, d] == low[d]).sum() >= 10, d
+        assert (noisy[:, d] == high[d]).sum() >= 10, d
+
+
+def counter_run(tmp_path, *flags) -> ddpg.Run:
+    return train_here(["--env-id", "tests.envs:DDPGTestCounter-v0", "--total-steps", "120", "--start-steps", "40",
+                       "--batch-size", "32", "--hidden-sizes", "32", "32", "--eval-every", "120", "--eval-episodes",
+                       "1", "--save-every", "120", "--log-every", "10", "--runs-dir", str(tmp_path), *flags])
+
+
+def test_buffer_stores_terminated_not_truncated_and_real_next_obs(tmp_path):
+    """Counter env: odd episodes terminate after 7 steps, even ones are truncated at 10. In the buffer: every
+    transition's s' is its real successor, terminated is set exactly on the true terminations, never on the
+    time-limit truncations, and final observations are never starts. (Logging every 10 steps, from the warm-up
+    on, where no update has run yet.)"""
+    buf = counter_run(tmp_path).buffer
+    obs, valid, term, rew = buf.obs, buf.valid, buf.terminated, buf.rewards
+    starts = torch.nonzero(valid).flatten()
+    assert len(starts) == 120
+    # 120 steps = 7 x (10 + 7) + 1: 14 finished episodes, each leaves its final observation in a slot
+    assert buf.high == 120 + 14 + 1
+    seen = set()
+    for i in starts.tolist():
+        ep, t = obs[i].tolist()
+        ep_next, t_next = obs[i + 1].tolist()
+        assert (ep_next, t_next) == (ep, t + 1), f"slot {i}: s={obs[i].tolist()} s'={obs[i + 1].tolist()}"
+        assert rew[i] == t + 1
+        length = envs.COUNTER_TERMINAL_STEP if ep % 2 == 1 else envs.COUNTER_TIME_LIMIT
+        assert t + 1 <= length
+        assert term[i] == float(ep % 2 == 1 and t + 1 == envs.COUNTER_TERMINAL_STEP), (ep, t)
+        seen.add((ep, t))
+    assert len(seen) == 120
+    truncations = [(ep, 9) for ep in range(0, 14, 2)]
+    assert all(s in seen for s in truncations)  # the truncated last steps are stored, with terminated = 0
+    finals = [i for i in range(buf.high) if not valid[i]]
+    assert len(finals) == 15
+    assert [obs[i, 1].item() for i in finals[:-1]] == [10.0, 7.0] * 7  # each episode's last s'
+    assert obs[finals[-1]].tolist() == [14.0, 1.0]  # s' of the episode in progress
+
+
+def test_episode_returns_lengths_and_learning_speed_are_logged_as_they_happened(tmp_path):
+    """Counter env (reward = step number): truncated episodes return 1 + ... + 10 = 55 in 10 steps, terminated
+    ones 1 + ... + 7 = 28 in 7. The learning phase's steps/s can never be below steps / wall time."""
+    run = counter_run(tmp_path)
+    tags = scalar_tags(single_run_dir(tmp_path))
+    assert [v for _, v in tags["charts/episodic_return"]] == [55.0, 28.0] * 7
+    assert [v for _, v in tags["charts/episodic_length"]] == [10.0, 7.0] * 7
+    assert [step for step, _ in tags["charts/episodic_return"]] == [17 * k + d for k in range(7) for d in (10, 17)]
+    assert [step for step, _ in tags["losses/q_loss"]] == list(range(50, 121, 10))  # from the first update on
+    summary = json.loads((single_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["learning_sps"] >= (120 - 40) / summary["wall_time_s"]
+    assert run.learner.n_updates == 120 - 40
+
+
+def test_a_resume_without_the_buffer_refills_it_before_updating(tmp_path):
+    """Resumed without a saved buffer, the run collects max(start_steps, batch_size) = 40 transitions with the
+    policy before its first update: steps 121-160, then one update per step from step 161 to 200."""
+    first = counter_run(tmp_path)
+    assert first.learner.n_updates == 80
+    resumed = train_here(["--resume", str(single_run_dir(tmp_path)), "--total-steps", "200"])
+    assert resumed.buffer.added == 80 and resumed.learner.n_updates == 80 + 40

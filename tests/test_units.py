@@ -171,6 +171,27 @@ def test_buffer_wrap_around_keeps_only_consistent_recent_transitions():
     assert int(buffer.valid.sum()) == 5
 
 
+def test_every_stored_transition_stays_sampleable_around_the_ring():
+    """After every add, on a ring of 6 slots with episodes of 1 to 3 steps (each leaves its last s' in a slot of
+    its own, so transitions land in the last slot after a skip, and the ring wraps): the transitions sampled are
+    exactly those whose start slot is marked valid, each with its real s', and the written region never shrinks."""
+    cap = 6
+    buffer = ddpg.ReplayBuffer(cap, 1, 1, CPU)
+    added, high = {}, 0
+    for ep, length in enumerate([2, 1, 1, 3, 1, 2, 1, 1, 3, 2]):
+        for t in range(length):
+            s = 100 * ep + t
+            buffer.add([s], [0.0], 0.0, False, [s + 1], episode_end=t == length - 1)
+            added[s] = s + 1
+            assert buffer.high >= high and buffer.high <= cap
+            high = buffer.high
+            stored = {float(buffer.obs[i, 0]) for i in range(cap) if buffer.valid[i]}
+            got = sampled_pairs(buffer, 3000)
+            assert {x for x, _ in got} == stored, (ep, t)
+            assert all(added[int(x)] == x2 for x, x2 in got), (ep, t)
+    assert high == cap
+
+
 def test_buffer_new_episode_after_wrap_does_not_resurrect_stale_slots():
     """new_episode() (resume without the env state) skips a slot: the skipped slot must not
     remain a sampleable transition from an older lap whose s' is then overwritten."""
@@ -388,6 +409,50 @@ def test_param_noise_perturbs_linear_weights_not_layer_norm():
     first = [p.clone() for p in noise.perturbed.parameters()]
     noise.reset(actor, None)
     assert any(not torch.equal(a, b) for a, b in zip(first, noise.perturbed.parameters()))
+    # theta~ = theta + std * eps exactly, eps ~ N(0, I) drawn from torch's generator, weight then bias, layer by layer
+    torch.manual_seed(5)
+    noise.reset(actor, None)
+    torch.manual_seed(5)
+    for src, dst in zip(actor.modules(), noise.perturbed.modules()):
+        if isinstance(src, nn.Linear):
+            assert torch.equal(dst.weight, src.weight + 0.1 * torch.randn(src.weight.shape))
+            assert torch.equal(dst.bias, src.bias + 0.1 * torch.randn(src.bias.shape))
+
+
+def test_noise_state_survives_a_checkpoint_and_param_noise_reports_its_metrics():
+    """state_dict -> a fresh process's noise -> load_state_dict: both go on identically (OU's x; parameter noise's
+    std, measured distance and perturbed actor). Parameter noise logs its std and distance under noise/."""
+    rng = np.random.default_rng(0)
+    ou = ddpg.OUNoise(np.ones(2), 0.3, 0.15, 0.01)
+    for _ in range(20):
+        ou.sample(rng)
+    state = copy.deepcopy(ou.state_dict())
+    x_saved = ou.x.copy()
+    ou.sample(rng)  # the saved state is a copy, not a view of the live process
+    fresh = ddpg.OUNoise(np.ones(2), 0.3, 0.15, 0.01)
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.x, x_saved)
+    assert fresh.x.dtype == np.float64
+    eps = np.random.default_rng(1).standard_normal(2)  # it goes on from the saved x
+    np.testing.assert_allclose(fresh.sample(np.random.default_rng(1)), x_saved - 0.15 * x_saved * 0.01 + 0.03 * eps,
+                               rtol=1e-12)
+    assert ddpg.GaussianNoise(np.ones(2), 0.1).state_dict() == {} and ddpg.GaussianNoise(np.ones(2), 0.1).metrics() == {}
+
+    torch.manual_seed(0)
+    actor = ddpg.Actor(3, 2, (16,), ASYM_LOW, ASYM_HIGH)
+    noise = ddpg.ParamNoise(actor, init_std=0.1, target_std=0.01, coef=1.5, interval=1, batch_size=8)
+    noise.reset(actor, None)
+    noise.adapt(1, actor, obs_source(torch.randn(8, 3)))
+    assert noise.metrics() == {"noise/param_std": noise.std, "noise/param_distance": noise.distance}
+    assert noise.std == pytest.approx(0.1 / 1.5) and noise.distance > 0.01
+    state = copy.deepcopy(noise.state_dict())
+    fresh = ddpg.ParamNoise(ddpg.Actor(3, 2, (16,), ASYM_LOW, ASYM_HIGH), init_std=0.1, target_std=0.01, coef=1.5,
+                            interval=1, batch_size=8)
+    fresh.load_state_dict(state)
+    assert (fresh.std, fresh.distance) == (noise.std, noise.distance)
+    obs = np.random.default_rng(2).normal(size=3)
+    np.testing.assert_array_equal(fresh.explore(actor, obs, None), noise.explore(actor, obs, None))
+    assert not np.allclose(fresh.explore(actor, obs, None), actor.act(obs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,9 +473,9 @@ def record_target_actions(learner: ddpg.Learner) -> list[torch.Tensor]:
     return seen
 
 
-@pytest.mark.parametrize("pre_tanh", [0.0, 50.0])
+@pytest.mark.parametrize("pre_tanh", [0.0, 50.0, -50.0])
 def test_target_smoothing_noise_is_clipped_and_actions_stay_in_bounds(pre_tanh):
-    """mu'(s') at the centre: a' - mu'(s') is the (clipped) noise. At the upper bound: the
+    """mu'(s') at the centre: a' - mu'(s') is the (clipped) noise. At the upper or lower bound: the
     smoothed action is clamped back into [low, high]."""
     learner = make_learner(target_noise=0.5, target_noise_clip=0.3)
     with torch.no_grad():
@@ -433,16 +498,21 @@ def test_target_smoothing_noise_is_clipped_and_actions_stay_in_bounds(pre_tanh):
         assert 0.4 < at_clip.float().mean() < 0.7  # P(|N(0, 0.5)| > 0.3) = 0.55
         assert (eps > 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
     else:
-        # mu' = high: half the noise pushes above the bound and is clamped onto it
-        assert torch.equal(mu[0], high)
-        assert (a == high).float().mean().item() == pytest.approx(0.5, abs=0.05)
+        # mu' at a bound: half the noise pushes beyond it and is clamped onto it
+        bound = high if pre_tanh > 0 else low
+        assert torch.equal(mu[0], bound)
+        assert (a == bound).float().mean().item() == pytest.approx(0.5, abs=0.05)
 
 
 def test_no_target_noise_means_exact_target_policy():
+    """Without smoothing the target action is mu'(s') exactly, and no noise is drawn: plain DDPG's random stream
+    is not spent on a switched-off option."""
     learner = make_learner()
     seen = record_target_actions(learner)
     batch = random_batch()
+    rng_state = torch.random.get_rng_state()
     learner.critic_loss(batch)
+    assert torch.equal(torch.random.get_rng_state(), rng_state)
     assert torch.equal(seen[-1], learner.actor_target(batch.next_obs))
 
 
@@ -555,6 +625,9 @@ def test_q_data_fraction_one_uses_whole_batch():
     batch = random_batch(n=8)
     assert subset_seen_by_critic(learner, 0, batch, 0) == set(range(8))
     assert subset_seen_by_critic(learner, 1, batch, 0) == set(range(8))
+    rng_state = torch.random.get_rng_state()
+    learner.critic_loss(batch)
+    assert torch.equal(torch.random.get_rng_state(), rng_state), "the whole batch needs no random subset"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,6 +680,32 @@ def test_bias_init_schemes(bias_init):
         else:
             bound = 3e-3 if (bias_init == "uniform" and final) else 1 / math.sqrt(fan_in)
             assert b.abs().max().item() <= bound * (1 + 1e-6) and b.abs().max().item() > 0
+
+
+@pytest.mark.parametrize("weights_init, bias_init", [("uniform", "uniform"), ("xavier", "zeros")])
+def test_the_learner_builds_its_networks_with_the_init_and_layer_norm_flags(weights_init, bias_init):
+    """The flags reach all four networks: final layers within +-3e-3 (uniform) or xavier's bound, zero biases,
+    LayerNorm in the actor or the critic only where asked. A single critic is QNetwork's default: plain DDPG."""
+    torch.manual_seed(0)
+    for actor_ln, critic_ln in [(True, False), (False, True)]:
+        learner = make_learner(obs_dim=17, act_dim=6, low=-np.ones(6), high=np.ones(6), weights_init=weights_init,
+                               bias_init=bias_init, actor_layer_norm=actor_ln, critic_layer_norm=critic_ln)
+        for actor in (learner.actor, learner.actor_target):
+            assert any(isinstance(m, nn.LayerNorm) for m in actor.modules()) == actor_ln
+            last = final_linear(actor)
+            if weights_init == "uniform":
+                assert last.weight.abs().max() <= 3e-3 and last.bias.abs().max() <= 3e-3
+            else:
+                assert last.weight.abs().max() > 1 / math.sqrt(16)  # xavier's bound sqrt(6 / 22) is wider
+                assert torch.count_nonzero(last.bias) == 0
+        for critic in (learner.critic, learner.critic_target):
+            assert critic.layer_norm == critic_ln
+            if weights_init == "uniform":
+                assert critic.weights[-1].abs().max() <= 3e-3 and critic.biases[-1].abs().max() <= 3e-3
+            else:
+                assert all(torch.count_nonzero(b) == 0 for b in critic.biases)
+        assert "last_actor_loss" not in learner.state_dict()  # checkpoints keep the networks, not a log value
+    assert ddpg.QNetwork(3, 2, (16,)).num_q == 1
 
 
 def test_uniform_init_final_layer_gives_near_zero_actions_and_q():
