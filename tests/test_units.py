@@ -171,6 +171,16 @@ def test_buffer_wrap_around_keeps_only_consistent_recent_transitions():
     assert int(buffer.valid.sum()) == 5
 
 
+def test_buffer_storage_lives_on_the_device_it_is_given():
+    """All five arrays are allocated on the training device (here torch's data-less "meta" device, the one other
+    device every machine has), so that sampling never copies between devices; floats are float32."""
+    buffer = ddpg.ReplayBuffer(8, 3, 2, torch.device("meta"))
+    arrays = [buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.valid]
+    assert all(t.device.type == "meta" for t in arrays)
+    assert [tuple(t.shape) for t in arrays] == [(8, 3), (8, 2), (8,), (8,), (8,)]
+    assert [t.dtype for t in arrays] == [torch.float32] * 4 + [torch.bool]
+
+
 def test_every_stored_transition_stays_sampleable_around_the_ring():
     """After every add, on a ring of 6 slots with episodes of 1 to 3 steps (each leaves its last s' in a slot of
     its own, so transitions land in the last slot after a skip, and the ring wraps): the transitions sampled are
