@@ -4,8 +4,8 @@
     python tests/mutation.py --show          # and print the diff of every surviving mutant
     python tests/mutation.py --survivors     # re-test only the mutants that survived the last run
 
-The script copies ddpg.py, tests/ and pytest.ini into runs/mutation/; mutmut (requirements-dev.txt) rewrites every function so
-that each of its one-token changes (a mutant: `+` for `-`, `<=` for `<`, 1.0 for 2.0, None for a value, a dropped
+The script copies ddpg.py, tests/ and pytest.ini into runs/mutation/; mutmut (requirements-dev.txt) rewrites
+every function so that each of its one-token changes (a mutant: `+` for `-`, `<=` for `<`, 1.0 for 2.0, None for a value, a dropped
 argument, ...) can be switched on, and runs, for each mutant, the fast in-process tests that call the mutated
 function (FAST_TESTS). A mutant is killed when one of them fails or times out. Survivors that cannot change
 behaviour are listed in EQUIVALENT with the reason, matched by their diff, and left out of the score.
