@@ -101,7 +101,7 @@ def test_table_statistics_over_seeds(runs_dir, tmp_path, env_id, noise_type):
     ([5.0], 5.0),
     ([1.0, 9.0], 5.0),  # 2 values: the IQM is the mean
     ([0.0, 10.0, 100.0], (0.25 * 0.0 + 10.0 + 0.25 * 100.0) / 1.5),  # 23.33; mean 36.67, trim_mean 36.67
-    ([484.0, 780.0, 1457.0], (0.25 * 484.0 + 780.0 + 0.25 * 1457.0) / 1.5),  # 843.5: README's Hopper DDPG seeds
+    ([484.0, 780.0, 1457.0], (0.25 * 484.0 + 780.0 + 0.25 * 1457.0) / 1.5),  # 843.5: the earlier Hopper DDPG run's seeds (RESULTS.md, experiment 4)
     ([-400.0, -300.0, -200.0, 100.0], -250.0),  # 4 values: the middle two
     ([1.0, 2.0, 3.0, 4.0, 100.0], (0.75 * 2.0 + 3.0 + 0.75 * 4.0) / 2.5),  # 3.0: the outlier has weight 0
     ([float(v) for v in range(8)], 3.5),  # the middle four
