@@ -5,10 +5,11 @@
     python tests/mutation.py --survivors     # re-test only the mutants that survived the last run
 
 The script copies ddpg.py, tests/ and pytest.ini into runs/mutation/; mutmut (requirements-dev.txt) rewrites
-every function so that each of its one-token changes (a mutant: `+` for `-`, `<=` for `<`, 1.0 for 2.0, None for a value, a dropped
-argument, ...) can be switched on, and runs, for each mutant, the fast in-process tests that call the mutated
-function (FAST_TESTS). A mutant is killed when one of them fails or times out. Survivors that cannot change
-behaviour are listed in EQUIVALENT with the reason, matched by their diff, and left out of the score.
+every function so that each of its one-token changes (a mutant: `+` for `-`, `<=` for `<`, 1.0 for 2.0, None
+for a value, a dropped argument, ...) can be switched on, and runs, for each mutant, the fast in-process tests
+that call the mutated function (FAST_TESTS). A mutant is killed when one of them fails or times out. Survivors
+that cannot change behaviour are listed in EQUIVALENT with the reason, matched by their diff, and left out of the
+score.
 Exit 0 when at least 95% of the other mutants are killed; the figure goes into README's "Tests".
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import hashlib
 import os
 import re
@@ -28,29 +30,34 @@ REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "runs" / "mutation"
 FAST_TESTS = ["tests/test_units.py", "tests/test_algorithm.py", "tests/test_update_equivalence.py"]
 GOAL = 0.95
+KILLED = ("killed", "timeout")  # a timeout is a mutant that never ends: caught
 
 # Survivors that cannot change what the code computes: (regex on the function's name, regex on the original
-# line, regex on the mutated line, why). Only survivors are matched: a rule never hides a killed mutant. Mutants that only drop or null a `device=` argument are also equivalent here (see DEVICE).
+# line, regex on the mutated line, why). Only survivors are matched: a rule never hides a killed mutant. Mutants
+# that only drop or null a `device=` argument are also equivalent here (see DEVICE).
 EQUIVALENT: list[tuple[str, str, str, str]] = [
     (r"ReplayBuffer\.__init__", r"dtype=torch\.float32", r"dtype=None|float32, \)|zeros\(capacity(, \w+_dim)?, device",
      "torch's default dtype is float32"),
-    (r"Actor\.act|train|OUNoise\.load_state_dict", r"astype\(np\.float64\)|dtype=np\.float64", r"astype\(None\)|dtype=None|\], \)",
+    (r"Actor\.act|train|OUNoise\.load_state_dict", r"astype\(np\.float64\)|dtype=np\.float64",
+     r"astype\(None\)|dtype=None|\], \)",
      "numpy's default dtype is float64 (and a saved OU state is float64 already)"),
-    (r"Actor\.__init__|QNetwork\.forward", r"inplace=True", r"inplace=(None|False)|relu\(x, \)", "in-place ReLU only saves memory"),
-    (r"Learner\.update", r"set_to_none=True", r"set_to_none=(None|False)", "gradients zeroed instead of freed: the same update"),
+    (r"Actor\.__init__|QNetwork\.forward", r"inplace=True", r"inplace=(None|False)|relu\(x, \)",
+     "in-place ReLU only saves memory"),
+    (r"Learner\.update", r"set_to_none=True", r"set_to_none=(None|False)",
+     "gradients zeroed instead of freed: the same update"),
     (r"Learner\.__init__|ParamNoise\.__init__", r"requires_grad_\(False\)", r"requires_grad_\(True\)",
      "targets, the perturbed actor and the probe only run under no_grad: no gradient is ever computed for them"),
     (r"Learner\.__init__", r"^fused = dict\(fused=True\) if", r"^fused = dict\(fused=(None|False|True)\) if",
      "fused Adam or torch's default Adam: the same update, only faster"),
-    (r"Learner\.__init__", r"torch\.optim\.Adam\(.*, \*\*fused\)", r"^self\.\w+_opt = torch\.optim\.Adam\(self\.\w+\.parameters\(\), "
+    (r"Learner\.__init__", r"torch\.optim\.Adam\(.*, \*\*fused\)",
+     r"^self\.\w+_opt = torch\.optim\.Adam\(self\.\w+\.parameters\(\), "
      r"lr=args\.\w+_lr, \)$", "fused Adam or torch's default Adam: the same update, only faster"),
     (r"Learner\.__init__", r"self\.to\(device\)", r"self\.to\(None\)", "no-op on the CPU, the suite's device"),
-    (r"Actor\.__init__", r'(weights|bias)_init="torch"', r'_init="(XXtorchXX|TORCH)"',
-     "a default the Learner always overrides; init_ treats any name but xavier/uniform/zeros as torch's scheme"),
-    (r"QNetwork\.__init__", r'(weights|bias)_init="torch"', r'_init="(XXtorchXX|TORCH)"',
+    (r"Actor\.__init__|QNetwork\.__init__", r'(weights|bias)_init="torch"', r'_init="(XXtorchXX|TORCH)"',
      "a default the Learner always overrides; init_ treats any name but xavier/uniform/zeros as torch's scheme"),
     (r"QNetwork\.forward", r"dim=-1", r"dim=\+1", "obs and act are 2-D batches: dim 1 is the last"),
-    (r"Learner\.__init__", r"persistent=False", r"persistent=None", "None is false: the buffer stays out of checkpoints"),
+    (r"Learner\.__init__", r"persistent=False", r"persistent=None",
+     "None is false: the buffer stays out of checkpoints"),
     (r"ParamNoise\.__init__", r'float\("nan"\)', r'float\("NAN"\)', "the same NaN"),
     (r"ParamNoise\.adapt", r"self\.distance > self\.target_std", r"self\.distance >= self\.target_std",
      "a measured distance exactly equal to the target has probability zero"),
@@ -146,9 +153,14 @@ def why_equivalent(function: str, removed: str, added: str) -> str | None:
     return None
 
 
-def readable(mutant: str) -> str:
-    """ddpg.x_polyak_update__mutmut_3 -> polyak_update; ddpg.x\u01c1Learner\u01c1update__mutmut_7 -> Learner.update."""
-    mangled = mutant.removeprefix("ddpg.").rsplit("__mutmut_", 1)[0]
+def function_of(mutant: str) -> str:
+    """ddpg.x_polyak_update__mutmut_3 -> x_polyak_update: mutmut's name of the function it mutates."""
+    return mutant.removeprefix("ddpg.").rsplit("__mutmut_", 1)[0]
+
+
+def readable(function: str) -> str:
+    """x_polyak_update -> polyak_update; x\u01c1Learner\u01c1update -> Learner.update (a mutant's name works too)."""
+    mangled = function_of(function)
     return mangled[2:] if mangled.startswith("x_") else mangled[2:].replace("\u01c1", ".")
 
 
@@ -176,7 +188,8 @@ def main() -> int:
     shutil.copy2(REPO / "ddpg.py", WORK / "ddpg.py")
     shutil.copy2(REPO / "pytest.ini", WORK / "pytest.ini")
     (WORK / "benchmarks").mkdir(exist_ok=True)
-    shutil.copy2(REPO / "benchmarks" / "eager_ddpg.py", WORK / "benchmarks" / "eager_ddpg.py")  # test_update_equivalence's
+    # test_update_equivalence.py loads benchmarks/eager_ddpg.py; also_copy takes it on into mutants/
+    shutil.copy2(REPO / "benchmarks" / "eager_ddpg.py", WORK / "benchmarks" / "eager_ddpg.py")
     shutil.rmtree(WORK / "tests", ignore_errors=True)
     shutil.copytree(REPO / "tests", WORK / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     if old_tests != tests_digest(WORK / "tests"):  # mutmut maps tests to functions once: map them again
@@ -185,11 +198,10 @@ def main() -> int:
 
     functions = algorithm_functions()
     if ns.only:
-        functions = [f for f in functions if readable(f"ddpg.{f}__mutmut_1") in ns.only]
+        functions = [f for f in functions if readable(f) in ns.only]
     names = [f"ddpg.{f}__mutmut_*" for f in functions]
     if ns.survivors:
-        names = [name for name, st in results().items() if st not in ("killed", "timeout")
-                 and readable(name) in [readable(f"ddpg.{f}__mutmut_1") for f in functions]]
+        names = [name for name, st in results().items() if st not in KILLED and function_of(name) in functions]
         if not names:
             print("no survivors to re-test")
     run = mutmut("run", "--max-children", str(ns.max_children), *names) if names else None
@@ -197,7 +209,7 @@ def main() -> int:
         print(f"error: mutmut run failed with exit code {run.returncode}", file=sys.stderr)
         return 2
 
-    status = {name: st for name, st in results().items() if name.rsplit("__mutmut_", 1)[0][5:] in functions}
+    status = {name: st for name, st in results().items() if function_of(name) in functions}
     equivalent, survivors = {}, {}
     alive = sorted(name for name, st in status.items() if st in ("survived", "no tests"))
     for name, diff in zip(alive, diffs(alive)):
@@ -205,11 +217,9 @@ def main() -> int:
         reason = why_equivalent(readable(name), removed, added)
         (equivalent if reason else survivors)[name] = (status[name], diff, reason)
     counted = len(status) - len(equivalent)
-    killed = sum(st in ("killed", "timeout", "caught by type check") for st in status.values())
+    killed = sum(st in KILLED for st in status.values())
     score = killed / counted if counted else 0.0
-    by_status: dict[str, int] = {}
-    for st in status.values():
-        by_status[st] = by_status.get(st, 0) + 1
+    by_status = collections.Counter(status.values())
     print(f"\n{len(status)} mutants of {len(functions)} algorithm functions: "
           + ", ".join(f"{n} {st}" for st, n in sorted(by_status.items())))
     print(f"{len(equivalent)} survivors recorded as equivalent (EQUIVALENT in {Path(__file__).name})")
