@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import ddpg
-from conftest import scalar_tags, single_run_dir
+from conftest import TINY, scalar_tags, single_run_dir
 from tests import envs
 
 ASYM_LOW, ASYM_HIGH = np.array([-1.0, 0.0]), np.array([3.0, 2.0])
@@ -278,9 +278,8 @@ def test_q_values_see_termination_truncation_and_target_networks(env, tau, expec
 def test_exploration_actions_are_clipped_to_asymmetric_bounds(tmp_path):
     """Bounds low=[-1, 0], high=[3, 2]; the env raises on any action outside them. Random warm-up actions cover
     the asymmetric box, and noisy actions (std 1.5 x range/2) that left it were clipped onto its faces."""
-    run = train_here(["--env-id", "tests.envs:DDPGTestAsym-v0", "--total-steps", "300", "--start-steps", "100",
-                      "--batch-size", "32", "--hidden-sizes", "32", "32", "--eval-every", "300", "--eval-episodes",
-                      "1", "--save-every", "300", "--noise-std", "1.5", "--runs-dir", str(tmp_path)])
+    run = train_here(["--env-id", "tests.envs:DDPGTestAsym-v0", *TINY, "--total-steps", "300", "--eval-every", "300",
+                      "--save-every", "300", "--noise-std", "1.5", "--runs-dir", str(tmp_path)])
     buf = run.buffer
     actions = buf.actions[buf.valid].double().numpy()  # slots in time order: no wrap-around here
     assert actions.shape == (300, 2)
@@ -296,9 +295,9 @@ def test_exploration_actions_are_clipped_to_asymmetric_bounds(tmp_path):
 
 
 def counter_run(tmp_path, *flags) -> ddpg.Run:
-    return train_here(["--env-id", "tests.envs:DDPGTestCounter-v0", "--total-steps", "120", "--start-steps", "40",
-                       "--batch-size", "32", "--hidden-sizes", "32", "32", "--eval-every", "120", "--eval-episodes",
-                       "1", "--save-every", "120", "--log-every", "10", "--runs-dir", str(tmp_path), *flags])
+    return train_here(["--env-id", "tests.envs:DDPGTestCounter-v0", *TINY, "--total-steps", "120", "--start-steps",
+                       "40", "--eval-every", "120", "--save-every", "120", "--log-every", "10", "--runs-dir",
+                       str(tmp_path), *flags])
 
 
 def test_buffer_stores_terminated_not_truncated_and_real_next_obs(tmp_path):
