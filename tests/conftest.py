@@ -3,13 +3,16 @@ TensorBoard event files."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,65 +121,111 @@ def assert_one_error_line(rc: int, stderr: str, code: int = 2) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class BackgroundRuns:
-    """Long trainings (the learning tests) that start as soon as the tests are collected, two at
-    a time, and run while the quick tests run; their tests then wait for the results. A test
-    declares its run with @pytest.mark.background_run(name, argv) and gets it with
-    background_runs.result(name, argv): (rc, stdout, stderr, runs_dir), each run in its own empty
-    --runs-dir. Deselected tests start nothing."""
+# Run by BackgroundRuns for each training, in a session of its own: runs the command, writes
+# (returncode, stdout, stderr) to RESULT.tmp, then renames it to RESULT (whole or absent).
+RUNNER = """
+import json, os, subprocess, sys
+result, timeout, *cmd = sys.argv[1:]
+try:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=float(timeout))
+    out = [p.returncode, p.stdout, p.stderr]
+except subprocess.TimeoutExpired as e:
+    out = [-9, e.stdout or "", f"{e.stderr or ''}\\n(killed after {timeout} s)"]
+with open(result + ".tmp", "w") as f:
+    json.dump(out, f)
+os.replace(result + ".tmp", result)
+"""
 
-    workers = 2
+
+class BackgroundRuns:
+    """Long trainings (the learning tests) that start as soon as the tests are collected and run
+    while the quick tests run; their tests then wait for the results. A test declares its run with
+    @pytest.mark.background_run(name, argv) and gets it with background_runs.result(name, argv):
+    (rc, stdout, stderr, runs_dir), each run in its own empty --runs-dir. Deselected tests start
+    nothing.
+
+    Every process of the session shares the runs (pytest-xdist's workers too). They live in ROOT,
+    a folder made by the controller (or the lone pytest process), which also ends what still runs
+    and removes ROOT at the end. The process that creates ROOT/NAME.claim first (O_EXCL) starts
+    NAME: a runner in a session of its own (it outlives a worker that has no tests left) trains in
+    ROOT/NAME and writes ROOT/NAME.json; whoever needs the result waits for that file. Two run at a
+    time in all: a lone process starts two at a time, each of N workers max(1, 2 // N)."""
 
     def __init__(self):
         self.pool: ThreadPoolExecutor | None = None
         self.futures: dict[str, Future] = {}
-        self.procs: list[subprocess.Popen] = []
         self.lock = threading.Lock()
         self.root: Path | None = None
-        self.stopping = False
+        self.owner = False
+        self.workers = 2
+        self.stopping = threading.Event()
+
+    def configure(self, config) -> None:
+        worker = getattr(config, "workerinput", None)
+        if worker is None:
+            self.root, self.owner = Path(tempfile.mkdtemp(prefix="ddpg-background-runs-")), True
+        else:
+            self.root = Path(worker["ddpg_background_runs"])
+            self.workers = max(1, 2 // worker["workercount"])
 
     def start(self, runs: dict[str, list[str]]) -> None:
         with self.lock:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="background-run")
-                self.root = Path(tempfile.mkdtemp(prefix="ddpg-background-runs-"))
             for name, argv in runs.items():
                 if name not in self.futures:
-                    self.futures[name] = self.pool.submit(self._run, name, list(argv))
+                    self.futures[name] = self.pool.submit(self._claim_and_run, name, list(argv))
 
-    def _run(self, name: str, argv: list[str], timeout: float = 1800):
-        runs_dir = self.root / name
-        cmd, env = cli_command([*argv, "--runs-dir", runs_dir])
-        with self.lock:
-            if self.stopping:
-                return -1, "", "cancelled", runs_dir
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            self.procs.append(proc)
+    def _claim_and_run(self, name: str, argv: list[str], timeout: float = 1800) -> None:
+        """Start NAME unless another process claimed it; wait for it (a slot of the two)."""
+        if self.stopping.is_set():
+            return
         try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            err += f"\n(killed after {timeout} s)"
-        return proc.returncode, out, err, runs_dir
+            os.close(os.open(self.root / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        cmd, env = cli_command([*argv, "--runs-dir", self.root / name])
+        proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(self.root / f"{name}.json"), str(timeout), *cmd],
+                                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                start_new_session=True)
+        (self.root / f"{name}.pid").write_text(str(proc.pid))
+        while proc.poll() is None and not self.stopping.wait(0.2):
+            pass
 
-    def result(self, name: str, argv: list[str]):
+    def result(self, name: str, argv: list[str], timeout: float = 1900):
         self.start({name: argv})  # no-op when it was started at collection
-        return self.futures[name].result()
+        done, deadline = self.root / f"{name}.json", time.monotonic() + timeout
+        while not done.exists():
+            assert time.monotonic() < deadline, f"background run {name}: no result in {timeout} s"
+            time.sleep(0.2)
+        rc, out, err = json.loads(done.read_text())
+        return rc, out, err, self.root / name
 
     def stop(self) -> None:
-        """End of the session (also after -x or Ctrl-C): end the runs still going, remove their folders."""
-        with self.lock:
-            self.stopping = True
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.kill()
+        """End of this process's session (also after -x or Ctrl-C): start nothing more; the owner
+        ends the runners still going (whichever process started them) and removes ROOT."""
+        self.stopping.set()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.owner:
+            for pid_file in self.root.glob("*.pid"):
+                try:
+                    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+                except (OSError, ValueError):  # it ended already
+                    pass
             shutil.rmtree(self.root, ignore_errors=True)
 
 
 BACKGROUND = BackgroundRuns()
+
+
+def pytest_configure(config):
+    BACKGROUND.configure(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):  # pytest-xdist, in the controller: hand ROOT to each worker
+    node.workerinput["ddpg_background_runs"] = str(BACKGROUND.root)
 
 
 def pytest_collection_modifyitems(items):
@@ -185,7 +234,7 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_collection_finish(session):
-    if session.config.option.collectonly or hasattr(session.config, "workerinput"):  # xdist: start on demand
+    if session.config.option.collectonly:
         return
     runs = {}
     for item in session.items:
