@@ -37,7 +37,7 @@ class Args:  # every flag: `--help` shows the comment beside it; the type says w
     seed: Seed = 1  # seed of python, numpy, torch and the environment
     torch_deterministic: bool = True  # deterministic torch algorithms (same seed, same device -> same weights)
     cuda: bool = True  # train on CUDA when it is available
-    torch_threads: NonNegInt = 1  # CPU threads for torch; 0 = torch's default (all cores): see setup()
+    torch_threads: NonNegInt = 0  # CPU threads for torch; 0 = as many as the cores other processes leave free
     runs_dir: str = "runs"  # folder that holds one sub-folder per run
     # --- environment ---
     env_id: str = "HopperBulletEnv-v0"  # gymnasium id with a continuous (Box) action space; 'module:Id' imports module
@@ -1198,6 +1198,79 @@ class LoopState:  # where the loop is; a checkpoint saves and restores it
     ep_length: int = 0
 
 
+TORCH_THREADS = torch.get_num_threads()  # torch's default (one per physical core, or OMP_NUM_THREADS), at import
+
+
+class FreeCores:
+    """--torch-threads 0, the default: torch computes on every core while no other process is busy, and on one
+    thread while one is (re-measured every 2 s: the busy time of our CPUs in /proc/stat less our own CPU time).
+    torch's threads spin-wait for each other at every op: with one core taken they lost 3x of their speed,
+    while one thread kept it (benchmarks/threads.md). It only switches where that cannot change a number: see
+    same_numbers_on_any_thread_count; else, and without /proc/stat (macOS, Windows), the run keeps one thread."""
+
+    interval = 2.0  # seconds between two measurements
+    stat_file = "/proc/stat"
+
+    def __init__(self, most: int):
+        self.cpus = {f"cpu{i}" for i in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
+        self.most = max(1, min(most, len(self.cpus)))  # the threads when the machine is ours
+        torch.set_num_threads(1)
+        self.last = self.sample() if self.most > 1 else None
+
+    @classmethod
+    def for_run(cls, learner: Learner, obs_dim: int, batch_size: int) -> FreeCores:
+        most = TORCH_THREADS
+        return cls(most if most > 1 and same_numbers_on_any_thread_count(learner, obs_dim, batch_size, most) else 1)
+
+    def sample(self) -> tuple[float, float, float] | None:
+        """(now, busy CPU seconds of our CPUs, this process's CPU seconds); None without /proc/stat."""
+        try:
+            with open(self.stat_file) as f:  # cpuN user nice system idle iowait irq softirq steal ... (ticks)
+                rows = [line.split() for line in f if line.split(maxsplit=1)[0] in self.cpus]
+            busy = sum(int(r[1]) + int(r[2]) + int(r[3]) + int(r[6]) + int(r[7]) + int(r[8]) for r in rows)
+        except (OSError, ValueError, IndexError):
+            return None
+        own = os.times()
+        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+    def follow(self) -> None:
+        """Called every learning step; acts every `interval` seconds."""
+        if self.last is None or time.monotonic() - self.last[0] < self.interval:
+            return
+        now = self.sample()
+        if now is not None:
+            others = (now[1] - self.last[1] - (now[2] - self.last[2])) / (now[0] - self.last[0])  # in cores
+            threads = self.most if len(self.cpus) - math.ceil(others - 0.5) >= self.most else 1
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+        self.last = now
+
+
+def same_numbers_on_any_thread_count(learner: Learner, obs_dim: int, batch_size: int, threads: int) -> bool:
+    """Do four updates of a copy of the learner on random data, and its actor's outputs, give the same bits on
+    one thread and on `threads`? Where they do, the thread count cannot change a number of this run (how torch
+    splits an op among threads depends on the shapes, not the data). Where they don't (nn.LayerNorm's backward
+    sums per thread; some shapes split a matrix product's sum, e.g. 17 inputs and 6 actions), the run keeps
+    one thread, so that the same seed gives the same weights whatever the load. The random state is kept."""
+    device = learner.low.device
+    results = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            twin = copy.deepcopy(learner)
+            for _ in range(4):
+                act = torch.rand(batch_size, len(twin.low), device=device) * (twin.high - twin.low) + twin.low
+                obs, next_obs = torch.randn(2, batch_size, obs_dim, device=device)
+                twin.update(Batch(obs, act, torch.randn(batch_size, device=device),
+                                  torch.zeros(batch_size, device=device), next_obs))
+            opt_states = [t for opt in (twin.actor_opt, twin.critic_opt) for st in opt.state.values()
+                          for t in st.values()]
+            results.append([*twin.state_dict().values(), *opt_states, twin.actor(obs), twin.actor(obs[:1])])
+    torch.set_num_threads(1)
+    return all(torch.equal(x, y) for x, y in zip(*results))
+
+
 @dataclass
 class Run:
     """What the loop works with, and the calls it makes for logs, evaluation, checkpoints and signals."""
@@ -1222,6 +1295,7 @@ class Run:
     exit_code: int = 0
     interrupted: Interrupted | None = None
     saved_step: int | None = None  # the step of the last latest.pt this session wrote
+    cores: FreeCores | None = None  # --torch-threads 0: torch's threads follow the free cores
 
     def start(self) -> None:
         self.progress = Progress(self.args.total_steps, self.state.step, self.args.log_every)
@@ -1238,6 +1312,8 @@ class Run:
     def count_learning_step(self, seconds: float) -> None:
         self.learn_time += seconds
         self.learn_steps += 1
+        if self.cores is not None:
+            self.cores.follow()
 
     def diverged(self, metrics: Metrics) -> bool:
         """The divergence guard: a non-finite loss stops the run, keeping the last checkpoint."""
@@ -1261,7 +1337,7 @@ class Run:
         # runs many times faster and would promise an ETA hours too early); none yet before that
         self.progress.info["sps"] = sps if self.step_log >= self.args.start_steps else None
         self.t_log, self.step_log = now, step
-        values = {"charts/sps": sps}
+        values = {"charts/sps": sps, "charts/torch_threads": torch.get_num_threads()}
         if self.learn_time > 0:
             values["charts/learning_sps"] = self.learn_steps / self.learn_time
         if metrics is not None:
@@ -1483,10 +1559,7 @@ def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
     ckpt = None
     if args.resume:
         args, ckpt = resume_args(args, given)
-    # One thread by default: with torch's default (one per core), a single busy process beside the run made it
-    # 3.5x slower (OpenMP threads wait on each other at every op), one thread held its speed, and idle it kept
-    # 0.92x of the default's (benchmarks/threads.md). More threads pay on an idle many-core machine or the GPU.
-    if args.torch_threads:
+    if args.torch_threads:  # else the threads follow the free cores: FreeCores
         if args.torch_threads > (os.cpu_count() or 1):  # thousands of threads crash torch (segfault)
             raise UserError(f"--torch-threads {args.torch_threads} is more than this machine's {os.cpu_count()} CPUs")
         torch.set_num_threads(args.torch_threads)
@@ -1505,7 +1578,8 @@ def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
     noise = NOISES[args.noise_type](args, learner.actor, (high - low) / 2.0)
     rng = np.random.default_rng(args.seed)
-    run = Run(args, env, eval_env, learner, buffer, noise, rng, LoopState(), Path(), device, interrupted=interrupted)
+    run = Run(args, env, eval_env, learner, buffer, noise, rng, LoopState(), Path(), device, interrupted=interrupted,
+              cores=None if args.torch_threads else FreeCores.for_run(learner, obs_dim, args.batch_size))
 
     if ckpt is not None:
         run.run_dir = ckpt["path"].parent.parent

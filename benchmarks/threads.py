@@ -6,11 +6,13 @@ under each policy, on an idle machine and with N busy processes competing for th
 
 Policies (each a fresh `python ddpg.py` process; the runs of one repetition are interleaved, so the
 machine's drift hits every policy alike):
-  spin:     --torch-threads 0 (torch's default, a thread per core) with libgomp's default spin-wait:
-            ddpg.py's default before 2026-12
-  spin-10k: the same with a short spin, then sleep (GOMP_SPINCOUNT=10000)
-  passive:  the same, idle threads sleeping at once (OMP_WAIT_POLICY=PASSIVE)
-  1-thread: --torch-threads 1, ddpg.py's default since (chosen with this script: benchmarks/threads.md)
+  spin:       torch's default thread count (one per core), libgomp's default spin-wait: ddpg.py's default
+              before 2026-12
+  1-thread:   --torch-threads 1: ddpg.py's default in 2026-12, until free-cores
+  free-cores: --torch-threads 0, ddpg.py's default now: as many threads as the cores other processes
+              leave free, re-measured every 2 s (FreeCores in ddpg.py)
+  spin-10k, passive (not run by default): torch's thread count with a short spin, then sleep
+              (GOMP_SPINCOUNT=10000), or with idle threads sleeping at once (OMP_WAIT_POLICY=PASSIVE)
 A busy process is a pure-Python loop (`while True: pass`), the kind of neighbour a laptop, a CI runner or
 a shared node has. Prints a markdown table (median and min-max steps/s, ratios) and writes it to --out.
 """
@@ -28,12 +30,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICIES = {  # name -> (extra environment, extra ddpg.py flags); torch's default thread count unless 1-thread
-    "spin": ({}, ["--torch-threads", "0"]),  # torch's threads, libgomp's default spin-wait: ddpg.py before 2026-12
-    "spin-10k": ({"GOMP_SPINCOUNT": "10000"}, ["--torch-threads", "0"]),  # a short spin, then sleep
-    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["--torch-threads", "0"]),  # no spin: idle threads sleep at once
+TORCH = "{torch}"  # replaced by torch's default thread count on this machine
+POLICIES = {  # name -> (extra environment, extra ddpg.py flags)
+    "spin": ({}, ["--torch-threads", TORCH]),  # torch's threads, libgomp's default spin-wait: before 2026-12
     "1-thread": ({}, ["--torch-threads", "1"]),
+    "free-cores": ({}, ["--torch-threads", "0"]),  # the default: threads follow the free cores
+    "spin-10k": ({"GOMP_SPINCOUNT": "10000"}, ["--torch-threads", TORCH]),  # a short spin, then sleep
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["--torch-threads", TORCH]),  # no spin: idle threads sleep at once
 }
+DEFAULT_POLICIES = ["spin", "1-thread", "free-cores"]
+CLEAN_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def torch_default_threads() -> int:
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    return int(subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                              capture_output=True, text=True, check=True).stdout)
 
 
 def busy(n: int) -> list[subprocess.Popen]:
@@ -42,7 +54,8 @@ def busy(n: int) -> list[subprocess.Popen]:
 
 def one_run(policy: str, a, seed: int) -> float:
     extra_env, flags = POLICIES[policy]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    flags = [str(a.torch_threads) if f == TORCH else f for f in flags]
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
     env.update(extra_env)
     with tempfile.TemporaryDirectory() as runs:
         cmd = [sys.executable, str(ROOT / "ddpg.py"), "--env-id", a.env_id, "--total-steps", str(a.steps),
@@ -63,10 +76,12 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per load")
     p.add_argument("--steps", type=int, default=4000, help="steps per run (default: 4000)")
     p.add_argument("--start-steps", type=int, default=1000, help="random warm-up steps, not timed (default: 1000)")
-    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    p.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES, choices=list(POLICIES),
+                   help=f"default: {' '.join(DEFAULT_POLICIES)}")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "threads.md")
     a = p.parse_args()
+    a.torch_threads = torch_default_threads()
     if a.steps <= a.start_steps or a.repeats < 1 or any(n < 0 for n in a.loads):
         p.error("need --steps > --start-steps, --repeats >= 1 and loads >= 0")
     results: dict[int, dict[str, list[float]]] = {}
@@ -91,9 +106,10 @@ def main() -> int:
 
     cpus = os.cpu_count()
     lines = [f"# Thread policies: learning-phase steps/s of ddpg.py on {a.env_id}", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}, {cpus} CPUs, {a.steps} steps of which {a.start_steps} random; "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {cpus} CPUs (torch's default: {a.torch_threads} threads), {a.steps} steps of which {a.start_steps} random; "
              f"median (min-max) of {a.repeats} interleaved runs. `python benchmarks/threads.py "
-             f"--env-id {a.env_id} --loads {' '.join(map(str, a.loads))} --repeats {a.repeats} --steps {a.steps}`", "",
+             f"--env-id {a.env_id} --loads {' '.join(map(str, a.loads))} --repeats {a.repeats} --steps {a.steps} "
+             f"--policies {' '.join(a.policies)}`", "",
              "| busy processes | " + " | ".join(a.policies) + " |", "|---:|" + "---:|" * len(a.policies)]
     med = {load: {k: statistics.median(v) for k, v in by.items()} for load, by in results.items()}
     for load, by_policy in results.items():

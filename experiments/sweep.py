@@ -83,7 +83,7 @@ class Sweep:
     extra: list[str] = dataclasses.field(default_factory=list)  # more ddpg.py arguments of every trial
     workers: int | None = None
     runs_dir: str | None = None
-    threads: int = 1
+    threads: int = 0  # torch threads per trial; 0: ddpg.py's default, as many as the cores the others leave
 
 
 @dataclasses.dataclass
@@ -200,8 +200,10 @@ def ddpg_command(script: Path, args: list[str], runs_dir: Path, resume: Path | N
 
 
 def trial_env(threads: int) -> dict[str, str]:
-    """Environment of a trial process: one BLAS/OpenMP pool of `threads` threads, unbuffered output."""
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    """Environment of a trial process: one BLAS/OpenMP pool of `threads` threads (none set for 0: ddpg.py's
+    threads then follow the free cores), unbuffered output."""
+    pools = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+    return {**os.environ, **pools, "PYTHONUNBUFFERED": "1"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ def load_config(path: Path) -> Sweep:
     return Sweep(name=head.get("name", path.stem), env_ids=list(head.get("env_ids", [])),
                  seeds=list(head.get("seeds", [1])), grid=grid, fixed=fixed, variants=variants,
                  workers=head.get("workers"),
-                 runs_dir=head.get("runs_dir"), threads=head.get("threads", 1))
+                 runs_dir=head.get("runs_dir"), threads=head.get("threads", 0))
 
 
 def option_keys(args: list[str]) -> set[str]:
@@ -278,8 +280,10 @@ def check_sweep(sweep: Sweep) -> None:
         raise SweepError(f"seeds must be a non-empty list of integers, got {sweep.seeds}")
     if len(set(sweep.seeds)) != len(sweep.seeds):
         raise SweepError(f"seeds repeat: {sweep.seeds}")
-    if (sweep.workers is not None and sweep.workers < 1) or sweep.threads < 1:
-        raise SweepError("--workers and --threads must be at least 1")
+    if sweep.workers is not None and sweep.workers < 1:
+        raise SweepError("--workers must be at least 1")
+    if not isinstance(sweep.threads, int) or sweep.threads < 0:
+        raise SweepError(f"--threads must be 0 (ddpg.py's default) or more, got {sweep.threads}")
     fixed = set(sweep.fixed) | option_keys(sweep.extra)
     in_variants = {key for options in sweep.variants.values() for key in options}
     for key in sorted((fixed | set(sweep.grid) | in_variants) & set(RESERVED)):
@@ -314,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trials at a time (default: the CPU cores here, or the cluster's CPUs (GPUs with "
                              "--cuda) divided by --threads with --ray-address)")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads per trial: OMP_NUM_THREADS and --torch-threads (default 1: one "
-                             "single-threaded process per core is much faster than shared cores)")
+                        help="CPU threads per trial: OMP_NUM_THREADS and --torch-threads (default 0: "
+                             "ddpg.py's default, each trial as many as the cores the others leave free; with the "
+                             "default --workers, one per core, that is one thread each)")
     parser.add_argument("--cuda", action="store_true", help="pass --cuda to every trial; with Ray each trial "
                         "reserves one GPU. Without it every trial gets --no-cuda")
     parser.add_argument("--ray-address", metavar="ADDRESS", help="run the trials as Ray tasks on this cluster "
@@ -524,13 +529,13 @@ class RayBackend:
         if __name__ != "__main__":  # imported: ship this module's code with the task, workers lack it
             ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
         self.script = ray.put(script.read_text())
-        resources = {"num_cpus": threads, "num_gpus": 1 if cuda else 0}
+        resources = {"num_cpus": threads or 1, "num_gpus": 1 if cuda else 0}
         self.task = ray.remote(max_retries=0, **resources)(run_in_tempdir)
         total = ray.cluster_resources()
-        self.slots = int(total.get("GPU", 0)) if cuda else int(total.get("CPU", 0) // threads)
+        self.slots = int(total.get("GPU", 0)) if cuda else int(total.get("CPU", 0) // (threads or 1))
         if self.slots < 1:
             ray.shutdown()
-            need = "a GPU (--cuda)" if cuda else f"{threads} CPU(s) (--threads)"
+            need = "a GPU (--cuda)" if cuda else f"{threads or 1} CPU(s) (--threads)"
             raise SweepError(f"the Ray cluster at {address!r} has no node with {need}: {total}")
 
     def start(self, job: Job):
@@ -633,8 +638,8 @@ def print_plan(jobs: list[Job], done: list[RunFolder], script: Path, runs_dir: P
     for run in done:
         print(f"# skip, finished: {run.path}")
     for job in jobs:
-        env = f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
-        print(f"{env} {shlex.join(ddpg_command(script, job.args, runs_dir, job.resume))}")
+        env = f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} " if threads else ""
+        print(f"{env}{shlex.join(ddpg_command(script, job.args, runs_dir, job.resume))}")
 
 
 def print_summary(tally: Tally, skipped: int, seconds: float, runs_dir: Path, complete: bool) -> None:

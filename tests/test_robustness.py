@@ -929,7 +929,10 @@ def test_help_into_a_closed_pipe_is_quiet(tmp_path):
 
 def test_ctrl_c_while_importing_leaves_quietly(spawn):
     proc = spawn(["--help"])
-    time.sleep(0.4)  # python is up (its own start takes ~0.05 s); torch and gymnasium take seconds to import
+    deadline = time.time() + 60  # wait until torch is loading (seconds): then ddpg.py's first lines have run
+    while "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err == "", (proc.returncode, err)

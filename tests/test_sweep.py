@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import signal
 import subprocess
@@ -34,7 +35,7 @@ def load_sweep_module():
 sweep = load_sweep_module()
 
 
-def run_sweep(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_sweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SWEEP), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -98,7 +99,7 @@ def test_trial_args_render_booleans_lists_and_fixed_options():
     (trial,) = sweep.expand(s)
     args = sweep.trial_args(s, trial, cuda=False)
     assert args == ["--env-id", "Pendulum-v1", "--seed", "7", "--exp-name", "study_actor-layer-norm-false",
-                    "--torch-threads", "1", "--no-cuda", "--hidden-sizes", "32", "32", "--critic-layer-norm",
+                    "--torch-threads", "0", "--no-cuda", "--hidden-sizes", "32", "32", "--critic-layer-norm",
                     "--gamma", "0.98", "--no-actor-layer-norm"]
     command = sweep.ddpg_command(Path("ddpg.py"), args, Path("runs/x"), None)
     assert command[-2:] == ["--runs-dir", "runs/x"]
@@ -249,7 +250,7 @@ def test_local_sweep_runs_every_trial_into_its_own_folder(local_sweep):
     assert all(s["status"] == "finished" and s["total_steps"] == 400 for s in found.values())
     configs = [json.loads(p.read_text()) for p in runs_dir.glob("*/config.json")]
     assert {c["noise_type"] for c in configs} == {"gaussian", "ou"}
-    assert all(c["torch_threads"] == 1 and c["cuda"] is False and c["hidden_sizes"] == [32, 32] for c in configs)
+    assert all(c["torch_threads"] == 0 and c["cuda"] is False and c["hidden_sizes"] == [32, 32] for c in configs)
     assert len(list((runs_dir / "logs").glob("*.log"))) == 4
     assert result.stdout.count("finished  Pendulum-v1") == 4
     assert "4 finished, 0 failed" in result.stdout
@@ -266,12 +267,18 @@ def test_rerun_skips_finished_trials(local_sweep):
     assert sorted(p.name for p in runs_dir.iterdir()) == folders
 
 
-def test_dry_run_prints_single_threaded_commands(tmp_path):
+def test_dry_run_prints_the_commands_with_their_threads(tmp_path):
     result = run_sweep("--name", "dry", *GRID, "--dry-run", "--", *TINY, cwd=tmp_path)
     assert result.returncode == 0
+    lines = result.stdout.splitlines()  # by default ddpg.py's own: the threads follow the free cores
+    assert len(lines) == 4 and all(ln.startswith(sys.executable) and "--torch-threads 0" in ln for ln in lines)
+    result = run_sweep("--name", "dry", *GRID, "--threads", "1", "--dry-run", "--", *TINY, cwd=tmp_path)
     lines = result.stdout.splitlines()
-    assert len(lines) == 4 and all(ln.startswith("OMP_NUM_THREADS=1 ") and "--torch-threads 1" in ln for ln in lines)
+    assert len(lines) == 4 and all(ln.startswith("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ") and "--torch-threads 1" in ln
+                                   for ln in lines)
     assert not (tmp_path / "runs").exists()
+    assert sweep.trial_env(0).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
+    assert sweep.trial_env(3)["OMP_NUM_THREADS"] == sweep.trial_env(3)["MKL_NUM_THREADS"] == "3"
 
 
 def test_a_failing_trial_is_reported_and_the_others_finish(tmp_path):

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import errno
 import math
+import os
 import subprocess
 import sys
 import types
@@ -807,3 +808,70 @@ print(int((y == 0).sum()), y.numel())
     assert proc.returncode == 0, proc.stderr
     zeros, n = map(int, proc.stdout.split()[-2:])
     assert zeros == n  # without flush-to-zero every element is about 1e-39, none zero
+
+
+@pytest.mark.parametrize("others, threads", [(0.0, 2), (0.4, 2), (0.6, 1), (1.0, 1), (1.9, 1)])
+def test_free_cores_gives_torch_every_core_only_while_no_other_process_is_busy(tmp_path, monkeypatch, others,
+                                                                                threads):
+    """--torch-threads 0: every 2 s, all threads if CPUs - ceil(others - 0.5) >= all, else one, where others =
+    the CPUs' busy seconds per second (/proc/stat: user nice system irq softirq steal) less this process's."""
+    ticks = 100
+    monkeypatch.setattr(ddpg.os, "sysconf", lambda name: ticks)
+    monkeypatch.setattr(ddpg.os, "sched_getaffinity", lambda pid: {0, 1})
+    clock, own = [1000.0], [5.0]
+    monkeypatch.setattr(ddpg.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ddpg.os, "times", lambda: types.SimpleNamespace(user=own[0], system=1.0))
+    stat = tmp_path / "stat"
+
+    def write_stat(busy_seconds: float):  # split over the fields that count, idle and iowait not
+        b = round(busy_seconds * ticks)
+        stat.write_text(f"cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 {b - 30} 5 10 999 77 5 5 5 0 0\ncpu1 0 0 0 999 0 0 0 0 0 0\n"
+                        f"cpu2 500 500 500 0 0 0 0 0 0 0\nintr 12345\n")  # cpu2: not ours, ignored
+
+    monkeypatch.setattr(ddpg.FreeCores, "stat_file", str(stat))
+    threads_before = torch.get_num_threads()
+    try:
+        write_stat(50.0)
+        cores = ddpg.FreeCores(8)  # more than our 2 CPUs
+        assert cores.cpus == {"cpu0", "cpu1"} and cores.most == 2 and torch.get_num_threads() == 1
+        clock[0] += 1.0  # not 2 s yet: no measurement
+        write_stat(60.0)
+        cores.follow()
+        assert torch.get_num_threads() == 1 and cores.last[0] == 1000.0
+        clock[0] += 3.0  # 4 s after the first sample: we used 2 CPU-seconds per second, others `others`
+        own[0] += 8.0
+        write_stat(50.0 + 8.0 + 4 * others)
+        cores.follow()
+        assert torch.get_num_threads() == threads
+        assert cores.last == (1004.0, pytest.approx(58.0 + 4 * others), 14.0)
+        stat.unlink()  # no /proc/stat: it stops measuring, the threads stay
+        clock[0] += 10.0
+        cores.follow()
+        assert cores.last is None and torch.get_num_threads() == threads
+        assert ddpg.FreeCores(1).last is None  # one thread at most: nothing to measure
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_threads_switch_only_where_the_thread_count_changes_no_number(layer_norm):
+    """The check behind FreeCores: tiny shapes (no op splits among threads) give the same bits on 1 and 2
+    threads; nn.LayerNorm's backward sums per thread, so with layer norm at batch 256 they differ and the run
+    keeps one thread. The check leaves torch's random state and every weight of the learner as they were."""
+    threads_before = torch.get_num_threads()
+    try:
+        args = dataclasses.replace(ddpg.Args(), actor_layer_norm=layer_norm, critic_layer_norm=layer_norm,
+                                   hidden_sizes=(256, 256) if layer_norm else (4, 4))
+        learner = ddpg.Learner(17, 6, -np.ones(6), np.ones(6), args) if layer_norm else ddpg.Learner(
+            3, 1, -np.ones(1), np.ones(1), args)
+        weights = {k: v.clone() for k, v in learner.state_dict().items()}
+        torch.manual_seed(5)
+        rng = torch.get_rng_state()
+        same = ddpg.same_numbers_on_any_thread_count(learner, 17 if layer_norm else 3, 256 if layer_norm else 8, 2)
+        assert same is (not layer_norm)
+        assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == 1
+        assert all(torch.equal(v, weights[k]) for k, v in learner.state_dict().items())
+        assert ddpg.FreeCores.for_run(learner, 17 if layer_norm else 3, 256 if layer_norm else 8).most == (
+            1 if layer_norm else min(len(os.sched_getaffinity(0)), ddpg.TORCH_THREADS))
+    finally:
+        torch.set_num_threads(threads_before)
