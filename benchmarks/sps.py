@@ -669,8 +669,8 @@ def report(results: dict) -> str:
     trainers = results["trainers"]
     cleanrl = results.get("cleanrl")
     threads = (f"torch threads {m['torch_threads']}" if m["torch_threads"] else
-               f"torch threads: each trainer's default (ddpg.py 1; SB3 and CleanRL torch's, "
-               f"{m.get('torch_default_threads')} here)")
+               f"torch threads: each trainer's default (ddpg.py its free cores: all while no other process is "
+               f"busy, one otherwise; SB3 and CleanRL torch's, {m.get('torch_default_threads')} here)")
     peers = ", ".join(LABELS[t] for t in trainers)
     wait = m.get("omp_wait_policy")
     threads += (f", OMP_WAIT_POLICY={wait} for all" if wait else
