@@ -1204,9 +1204,9 @@ TORCH_THREADS = torch.get_num_threads()  # torch's default (one per physical cor
 class FreeCores:
     """--torch-threads 0, the default: torch computes on every core while no other process is busy, and on one
     thread while one is (re-measured every 2 s: the busy time of our CPUs in /proc/stat less our own CPU time).
-    torch's threads spin-wait for each other at every op: with one core taken they lost 3x of their speed,
-    while one thread kept it (benchmarks/threads.md). It only switches where that cannot change a number: see
-    same_numbers_on_any_thread_count; else, and without /proc/stat (macOS, Windows), the run keeps one thread."""
+    torch's threads spin-wait for each other at every op: with one core taken two threads ran 3.5x slower than
+    one (benchmarks/threads.md); idle, two were 1.3x faster. It only switches where that cannot change a number:
+    see same_numbers_on_any_thread_count; else, and without /proc/stat (macOS, Windows), it keeps one thread."""
 
     interval = 2.0  # seconds between two measurements
     stat_file = "/proc/stat"
@@ -1219,8 +1219,8 @@ class FreeCores:
 
     @classmethod
     def for_run(cls, learner: Learner, obs_dim: int, batch_size: int) -> FreeCores:
-        most = TORCH_THREADS
-        return cls(most if most > 1 and same_numbers_on_any_thread_count(learner, obs_dim, batch_size, most) else 1)
+        same = TORCH_THREADS > 1 and same_numbers_on_any_thread_count(learner, obs_dim, batch_size, TORCH_THREADS)
+        return cls(TORCH_THREADS if same else 1)
 
     def sample(self) -> tuple[float, float, float] | None:
         """(now, busy CPU seconds of our CPUs, this process's CPU seconds); None without /proc/stat."""
