@@ -529,13 +529,14 @@ class RayBackend:
         if __name__ != "__main__":  # imported: ship this module's code with the task, workers lack it
             ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
         self.script = ray.put(script.read_text())
-        resources = {"num_cpus": threads or 1, "num_gpus": 1 if cuda else 0}
+        cpus = threads or 1  # --threads 0 (ddpg.py's own policy) reserves one CPU per trial
+        resources = {"num_cpus": cpus, "num_gpus": 1 if cuda else 0}
         self.task = ray.remote(max_retries=0, **resources)(run_in_tempdir)
         total = ray.cluster_resources()
-        self.slots = int(total.get("GPU", 0)) if cuda else int(total.get("CPU", 0) // (threads or 1))
+        self.slots = int(total.get("GPU", 0)) if cuda else int(total.get("CPU", 0) // cpus)
         if self.slots < 1:
             ray.shutdown()
-            need = "a GPU (--cuda)" if cuda else f"{threads or 1} CPU(s) (--threads)"
+            need = "a GPU (--cuda)" if cuda else f"{cpus} CPU(s) (--threads)"
             raise SweepError(f"the Ray cluster at {address!r} has no node with {need}: {total}")
 
     def start(self, job: Job):
