@@ -199,11 +199,14 @@ def ddpg_command(script: Path, args: list[str], runs_dir: Path, resume: Path | N
     return [sys.executable, str(script), *args, "--runs-dir", str(runs_dir)]
 
 
+def thread_pools(threads: int) -> dict[str, str]:
+    """One BLAS/OpenMP pool of `threads` threads; none set for 0 (ddpg.py's threads then follow the free cores)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+
+
 def trial_env(threads: int) -> dict[str, str]:
-    """Environment of a trial process: one BLAS/OpenMP pool of `threads` threads (none set for 0: ddpg.py's
-    threads then follow the free cores), unbuffered output."""
-    pools = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
-    return {**os.environ, **pools, "PYTHONUNBUFFERED": "1"}
+    """Environment of a trial process: its thread pools (thread_pools), unbuffered output."""
+    return {**os.environ, **thread_pools(threads), "PYTHONUNBUFFERED": "1"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,7 +642,7 @@ def print_plan(jobs: list[Job], done: list[RunFolder], script: Path, runs_dir: P
     for run in done:
         print(f"# skip, finished: {run.path}")
     for job in jobs:
-        env = f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} " if threads else ""
+        env = "".join(f"{key}={value} " for key, value in thread_pools(threads).items())
         print(f"{env}{shlex.join(ddpg_command(script, job.args, runs_dir, job.resume))}")
 
 
