@@ -13,7 +13,7 @@ train()), then THE PLUMBING (validation, environments, checkpoints, logging, sig
 
 from __future__ import annotations
 
-import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os  # standard library
+import argparse, contextlib, copy, ctypes, dataclasses, difflib, importlib, io, json, math, os  # standard library
 import pickle, random, re, shlex, shutil, signal, sys, tempfile, threading, time, traceback, typing, warnings
 from collections import namedtuple
 from dataclasses import dataclass
@@ -718,13 +718,21 @@ class GymnasiumChecks(gym.Wrapper):
         return env_step_passive_checker(self.env, action)
 
 
+def flush_all() -> None:
+    """Flush Python's streams and C's stdio buffers: C's stdout is fully buffered when it is not a terminal (and
+    Python runs without -u), so PyBullet's lines printed in quiet_c_output would otherwise leave at exit."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
+
+
 @contextlib.contextmanager
 def quiet_c_output():
     """Hide what C libraries print on file descriptors 1 and 2 (PyBullet's build banner and argv[0]= lines,
     MuJoCo's warnings) during the block; if the block fails, what was hidden goes to stderr after all."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    flush_all()
     try:
         saved = [os.dup(1), os.dup(2)]
     except OSError:  # a closed stdout or stderr: nothing to hide
@@ -738,9 +746,7 @@ def quiet_c_output():
             yield
             failed = False
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            flush_all()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:
