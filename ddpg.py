@@ -13,7 +13,7 @@ train()), then THE PLUMBING (validation, environments, checkpoints, logging, sig
 
 from __future__ import annotations
 
-import argparse, contextlib, copy, ctypes, dataclasses, difflib, importlib, io, json, math, os  # standard library
+import argparse, contextlib, copy, ctypes, dataclasses, difflib, hashlib, hmac, importlib, io, json, math, os  # stdlib
 import pickle, random, re, shlex, shutil, signal, sys, tempfile, threading, time, traceback, typing, warnings
 from collections import namedtuple
 from dataclasses import dataclass
@@ -164,7 +164,8 @@ class QNetwork(nn.Module):
         return x.squeeze(-1)
 
 
-# Transitions (s, a, r, terminated, s'), batch first; terminated is 0 after a time-limit truncation.
+# Transitions (s, a, r, terminated, s'), batch first; terminated is 0 after a time-limit truncation. A new
+# field is a name here and its value in ReplayBuffer.sample: nothing else builds or unpacks a Batch.
 Batch = namedtuple("Batch", "obs act rew terminated next_obs")
 
 
@@ -218,7 +219,22 @@ class ReplayBuffer:
             idx[bad] = torch.randint(self.high, (int(bad.sum()),), device=self.device)
             bad = ~self.valid[idx]
         next_idx, _ = self.successor(idx)
-        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.terminated[idx], self.obs[next_idx])
+        return Batch(obs=self.obs[idx], act=self.actions[idx], rew=self.rewards[idx], terminated=self.terminated[idx],
+                     next_obs=self.obs[next_idx])
+
+    def state_dict(self) -> dict:  # every array's written slots (copies: a slice would save all its storage)
+        arrays = {name: t[: self.high].to("cpu", copy=True) for name, t in vars(self).items() if torch.is_tensor(t)}
+        return {**arrays, "pos": self.pos, "high": self.high, "added": self.added, "capacity": self.capacity}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["high"]
+        if not (0 <= state["pos"] < self.capacity and 0 <= n <= self.capacity == state["capacity"]):
+            raise ValueError(f"positions do not fit: pos {state['pos']}, high {n}, capacity {state['capacity']}, "
+                             f"--buffer-size {self.capacity}")
+        for name, t in vars(self).items():
+            if torch.is_tensor(t) and len(state[name]):  # empty: an array this run's file lacked keeps its zeros
+                t[:n] = state[name].to(self.device)
+        self.pos, self.high, self.added = state["pos"], n, state["added"]
 
 
 class Noise:
@@ -315,12 +331,17 @@ class ParamNoise(Noise):
         self.perturbed.load_state_dict(state["perturbed"])
 
 
-NOISES = {  # --noise-type -> its process: a new process is one class above and one line here
-    "gaussian": lambda args, actor, scale: GaussianNoise(scale, args.noise_std),
-    "ou": lambda args, actor, scale: OUNoise(scale, args.noise_std, args.ou_theta, args.ou_dt),
-    "param": lambda args, actor, scale: ParamNoise(actor, args.noise_std, args.param_noise_target_std,
-                                                   args.param_noise_adapt_coef, args.param_noise_adapt_interval,
-                                                   args.batch_size),
+def half_range(space: gym.spaces.Box) -> np.ndarray:
+    return (space.high.astype(np.float64) - space.low.astype(np.float64)) / 2.0  # h: noise is in units of it
+
+
+NOISES = {  # --noise-type -> its process, from the flags, the actor, the action space and the episode length
+    # (the time limit, None without one): a new process is one class above and one line here
+    "gaussian": lambda args, actor, space, ep_len: GaussianNoise(half_range(space), args.noise_std),
+    "ou": lambda args, actor, space, ep_len: OUNoise(half_range(space), args.noise_std, args.ou_theta, args.ou_dt),
+    "param": lambda args, actor, space, ep_len: ParamNoise(actor, args.noise_std, args.param_noise_target_std,
+                                                           args.param_noise_adapt_coef,
+                                                           args.param_noise_adapt_interval, args.batch_size),
 }
 
 
@@ -336,6 +357,7 @@ def polyak_update(online: list[torch.Tensor], target: list[torch.Tensor], tau: f
 
 
 # One update's numbers, as tensors (reading them waits for the device); actor_loss is the last actor update's.
+# Logged as losses/<name> (a non-scalar one as a histogram); a non-finite scalar stops the run (Run.diverged).
 Metrics = namedtuple("Metrics", "q_loss q_mean actor_loss")
 
 
@@ -360,6 +382,17 @@ class Learner(nn.Module):
         self.target = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
         self.n_updates, self.n_actor_updates = 0, 0  # critic updates, actor updates
         self.register_buffer("last_actor_loss", torch.zeros((), device=device), persistent=False)  # not saved
+
+    def state_dict(self) -> dict:  # what a checkpoint keeps: the networks, both optimizers, the update counters
+        return {"nets": super().state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                "critic_opt": self.critic_opt.state_dict(), "n_updates": self.n_updates,
+                "n_actor_updates": self.n_actor_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state["nets"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.n_updates, self.n_actor_updates = state["n_updates"], state["n_actor_updates"]
 
     def critic_loss(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.args
@@ -402,6 +435,27 @@ class Learner(nn.Module):
             if self.n_actor_updates % self.args.target_update_interval == 0:
                 polyak_update(self.online, self.target, self.args.tau)
         return Metrics(q_loss.detach(), q.detach().mean(), self.last_actor_loss)
+
+
+def make_parts(args: Args, env: gym.Env, device: torch.device | str = "cpu") -> tuple[Learner, ReplayBuffer, Noise]:
+    """The algorithm's parts for env, built from the flags, ready to use (setup() makes a run's with it)."""
+    obs_dim, space = env.observation_space.shape[0], env.action_space
+    learner = Learner(obs_dim, space.shape[0], space.low.astype(np.float64), space.high.astype(np.float64), args, device)
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, space.shape[0], device)
+    noise = NOISES[args.noise_type](args, learner.actor, space, env.spec.max_episode_steps if env.spec else None)
+    return learner, buffer, noise
+
+
+@dataclass
+class LoopState:  # where the loop is; a checkpoint saves and restores it (a new field needs nothing more)
+    step: int = 0
+    episode: int = 0
+    obs: np.ndarray | None = None
+    ep_return: float = 0.0
+    ep_length: int = 0
+
+    def state_dict(self) -> dict: return dataclasses.asdict(self)
+    def load_state_dict(self, state: dict) -> None: self.__dict__.update(state)
 
 
 def train(args: Args, run: Run) -> None:
@@ -779,17 +833,26 @@ def evaluate(actor: Actor, env: gym.Env, episodes: int, seed: int) -> np.ndarray
 
 
 # --- checkpoints ---
+# A checkpoint is the settings and one entry per stateful part, each its part's own state_dict() (Run.parts). It is
+# checked against the same parts freshly built from those settings, never against a list of what they hold, so a
+# new buffer array, noise state or loop field is saved, checked and restored with no line here.
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes; newer files are refused
-ARCHITECTURE_FLAGS = ("env_id", "hidden_sizes", "num_q", "actor_layer_norm", "critic_layer_norm")  # fix shapes
+CHECKPOINT_FORMAT = 2  # 2: one entry per part; 1 (flat, before 2026-12) is still read, through from_format_1
+SHAPE_FLAGS = ("env_id", "hidden_sizes", "num_q", "actor_layer_norm", "critic_layer_norm")  # fix the networks
+SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # this file: a checkpoint says who wrote it
+_np_core = getattr(np, "_core", None) or np.core
+SAFE_TYPES = [_np_core.multiarray._reconstruct, (_np_core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+              np.ndarray, np.dtype, _np_core.multiarray.scalar, *[v for k, v in vars(np.dtypes).items() if k.endswith("DType")]]
+# what torch.load(weights_only=True) may build besides tensors and plain values: numpy arrays, their dtypes, scalars
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: a crash at any moment leaves
-    either the old file or the new one, never a torn one."""
+    """Write to a new temporary file beside `path` (never through a link planted there), fsync, then rename:
+    a crash at any moment leaves either the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        tmp.unlink(missing_ok=True)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -809,9 +872,26 @@ def write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def local_key(create: bool) -> bytes | None:
+    """This user's secret on this machine (~/.config/ddpg/key): it signs the episode state a checkpoint pickles."""
+    path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "ddpg" / "key"
+    with contextlib.suppress(OSError):
+        if create and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(os.urandom(32))
+        return path.read_bytes()
+    return None
+
+
+def signature(data: bytes, create: bool = False) -> str | None:
+    key = local_key(create)
+    return hmac.new(key, data, "sha256").hexdigest() if key else None
+
+
 def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
-    """Load a checkpoint written by this script (a file, or a run folder: its checkpoints/<prefer>,
-    else latest.pt), or raise UserError saying why not."""
+    """Read a checkpoint (a file, or a run folder: its checkpoints/<prefer>, else latest.pt) as data only, in
+    today's layout, its settings complete and checked; or raise UserError saying why not."""
     path = Path(path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -821,115 +901,84 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
         hint = f"; {path.parent} holds {', '.join(found)} (or pass the run folder)" if found else ""
         raise UserError(f"checkpoint not found: {path}{hint}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own pickled state
+        with torch.serialization.safe_globals(SAFE_TYPES):  # data only: a pickled object that runs code is refused
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        code = re.search(r"GLOBAL (\S+)", str(e))
+        raise UserError(f"cannot read checkpoint {path}: it holds " + (f"Python code ({code[1]}), not only data; "
+                        "ddpg.py loads data only" if code else "what torch cannot read as data")) from None
     except Exception as e:
         raise UserError(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
-    if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or "learner" not in ckpt
-            or not isinstance(ckpt.get("args"), dict)):
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or not isinstance(ckpt.get("args"), dict):
         raise UserError(f"{path} is not a ddpg.py checkpoint")
     if ckpt["format_version"] > CHECKPOINT_FORMAT:
         raise UserError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this ddpg.py "
                         f"(format {CHECKPOINT_FORMAT}); update ddpg.py")
-    unknown = sorted(set(ckpt["args"]) - {f.name for f in dataclasses.fields(Args)})
-    if unknown:  # written by a newer ddpg.py with flags this one lacks
-        raise UserError(f"{path} has settings this ddpg.py does not know ({', '.join(unknown)}); update ddpg.py")
-    problem = checkpoint_problem(ckpt)
-    if problem:
-        raise UserError(f"checkpoint {path} is malformed: {problem}")
-    ckpt["path"] = path
+    ckpt = from_format_1(ckpt) if ckpt["format_version"] == 1 else ckpt
+    ckpt["path"], ckpt["args"] = path, saved_settings(ckpt["args"], path)
+    obs_dim, act_dim = ckpt.get("obs_dim"), ckpt.get("act_dim")
+    if not (is_count(obs_dim) and is_count(act_dim) and obs_dim > 0 and act_dim > 0):
+        raise UserError(f"checkpoint {path} is malformed: obs_dim/act_dim must be positive integers, got "
+                        f"{summary(obs_dim)}/{summary(act_dim)}")
     return ckpt
 
 
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def from_format_1(c: dict) -> dict:
+    """A format-1 checkpoint (one flat dict, until 2026-12) in today's layout: one entry per part."""
+    parts = {"learner": {"nets": "learner", "actor_opt": "actor_opt", "critic_opt": "critic_opt",
+                         "n_updates": "n_updates", "n_actor_updates": "n_actor_updates"},
+             "loop": {"step": "global_step", "episode": "episode", "obs": "obs", "ep_return": "ep_return",
+                      "ep_length": "ep_length"},
+             "rng": {"exploration": "exploration_rng", **{k: ("rng", k) for k in ("python", "numpy", "torch", "cuda")}},
+             "stats": {k: k for k in ("wall_time", "learn_time", "learn_steps", "eval_returns", "wandb_id")}}
+    c = {**c, "rng": {"cuda": [], **c["rng"]} if isinstance(c.get("rng"), dict) else c.get("rng")}  # CPU-only runs
+    holds = lambda key: key in c if isinstance(key, str) else isinstance(c.get(key[0]), dict) and key[1] in c[key[0]]
+    get = lambda key: c[key] if isinstance(key, str) else c[key[0]][key[1]]  # noqa: E731
+    out = {k: c[k] for k in ("env_id", "obs_dim", "act_dim", "args", "env_pickle", "noise", "buffer") if k in c}
+    out.update({part: {k: get(old) for k, old in keys.items() if holds(old)} for part, keys in parts.items()})
+    return {**out, "format_version": 1, "source": None}
 
 
-def is_real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def tensor_of(shape: tuple, dtype: torch.dtype | None = None) -> Callable:
-    return lambda v: isinstance(v, torch.Tensor) and tuple(v.shape) == shape and (dtype is None or v.dtype == dtype)
-
-
-def checkpoint_problem(ckpt: dict) -> str | None:
-    """The whole checkpoint against what setup(), eval-only and load_policy() will use, before anything is built
-    from it: keys, types, shapes, and the saved settings through the same checks as flags. None when all is well."""
-    settings = arg_problem(ckpt["args"])
-    if settings:
-        return settings
-    obs_dim, act_dim = ckpt.get("obs_dim"), ckpt.get("act_dim")
-    if not (is_int(obs_dim) and is_int(act_dim) and obs_dim > 0 and act_dim > 0):
-        return f"obs_dim/act_dim must be positive integers, got {summary(obs_dim)}/{summary(act_dim)}"
-    learner = ckpt["learner"]
-    if not (isinstance(learner, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in learner.items())):
-        return "'learner' is not a state dict of tensors"
-    for key in ("low", "high"):
-        if not tensor_of((act_dim,))(learner.get(key)):
-            return f"learner[{key!r}] is not a tensor of shape ({act_dim},)"
-    checks = {
-        "global_step": lambda v: is_int(v) and v >= 0, "episode": lambda v: is_int(v) and v >= 0,
-        "n_updates": lambda v: is_int(v) and v >= 0, "n_actor_updates": lambda v: is_int(v) and v >= 0,
-        "actor_opt": lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
-        "critic_opt": lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
-        "noise": lambda v: isinstance(v, dict),
-        "exploration_rng": lambda v: isinstance(v, dict) and {"bit_generator", "state"} <= set(v),
-        "rng": lambda v: isinstance(v, dict) and isinstance(v.get("python"), tuple) and len(v["python"]) == 3
-        and isinstance(v.get("numpy"), tuple) and len(v["numpy"]) == 5
-        and isinstance(v.get("torch"), torch.Tensor) and v["torch"].dtype == torch.uint8 and v["torch"].numel() > 0,
-        "env_pickle": lambda v: v is None or isinstance(v, bytes),
-        "obs": lambda v: v is None or isinstance(v, np.ndarray) and v.shape == (obs_dim,),
-        "ep_return": is_real, "ep_length": lambda v: is_int(v) and v >= 0,
-        "wall_time": lambda v: is_real(v) and v >= 0, "learn_time": lambda v: is_real(v) and v >= 0,
-        "learn_steps": lambda v: is_int(v) and v >= 0,
-        "eval_returns": lambda v: isinstance(v, list) and all(isinstance(e, (list, tuple)) and len(e) == 2 for e in v),
-        "wandb_id": lambda v: v is None or isinstance(v, str),
-    }
-    for key, ok in checks.items():
-        if key not in ckpt:
-            return f"'{key}' is missing"
-        if not ok(ckpt[key]):
-            return f"'{key}' is not what this ddpg.py wrote: {summary(ckpt[key])}"
-    if "buffer" in ckpt:
-        return buffer_problem(ckpt["buffer"], obs_dim, act_dim, ckpt["args"]["buffer_size"])
-    return None
-
-
-def buffer_problem(b, obs_dim: int, act_dim: int, buffer_size: int) -> str | None:
-    if not isinstance(b, dict) or not all(is_int(b.get(k)) for k in ("pos", "high", "added", "capacity")):
-        return "'buffer' lacks its integer pos/high/added/capacity"
-    high = b["high"]
-    if not (0 <= b["pos"] < b["capacity"] and 0 <= high <= b["capacity"] == buffer_size and b["added"] >= 0):
-        return (f"'buffer' positions do not fit: pos {b['pos']}, high {high}, capacity {b['capacity']}, "
-                f"--buffer-size {buffer_size}")
-    shapes = {"obs": ((high, obs_dim), torch.float32), "actions": ((high, act_dim), torch.float32),
-              "rewards": ((high,), torch.float32), "terminated": ((high,), torch.float32),
-              "valid": ((high,), torch.bool)}
-    for key, (shape, dtype) in shapes.items():
-        if not tensor_of(shape, dtype)(b.get(key)):
-            got = b.get(key)
-            got = f"{tuple(got.shape)} {got.dtype}" if isinstance(got, torch.Tensor) else summary(got)
-            return f"buffer[{key!r}] should be {shape} {dtype}, got {got}"
-    return None
-
-
-def arg_problem(saved: dict) -> str | None:
-    """The saved settings: every flag present with its flag's type, then validate()."""
+def saved_settings(saved: dict, path: Path) -> dict:
+    """The saved settings, complete: a flag this file has and the run lacks takes its default (a warning names
+    each), except the shape flags; a setting this file does not know is refused; then the flags' own checks."""
+    fields = {f.name: f for f in dataclasses.fields(Args)}
+    unknown = sorted(set(saved) - set(fields))
+    if unknown:  # written by a newer ddpg.py with flags this one lacks
+        raise UserError(f"{path} has settings this ddpg.py does not know ({', '.join(unknown)}); update ddpg.py")
+    lacking = [name for name in fields if name not in saved]
+    if any(name in SHAPE_FLAGS for name in lacking):
+        raise UserError(f"checkpoint {path} is malformed: its settings lack "
+                        f"{', '.join(n for n in lacking if n in SHAPE_FLAGS)}")
+    defaults = {n: f.default if f.default is not dataclasses.MISSING else f.default_factory() for n, f in fields.items()}
+    if lacking:
+        print(f"warning: {path.name} was written before ddpg.py had " + ", ".join(
+            f"--{n.replace('_', '-')} (takes its default {defaults[n]!r})" for n in lacking), file=sys.stderr)
     hints = typing.get_type_hints(Args)
-    for field in dataclasses.fields(Args):
-        if field.name not in saved:
-            return f"its settings lack {field.name}"
-        value, t = saved[field.name], hints[field.name]
+    for name, value in saved.items():
+        t = hints[name]
         union = typing.get_origin(t) is typing.Union or type(t).__name__ == "UnionType"  # X | None
-        options = typing.get_args(t) if union else (t,)
-        if not any(fits(value, o) for o in options):
-            return f"its setting {field.name}={summary(value)} is not a {t}"
+        if not any(fits(value, o) for o in (typing.get_args(t) if union else (t,))):
+            raise UserError(f"checkpoint {path} is malformed: its setting {name}={summary(value)} is not a {t}")
+    settings = {**{n: defaults[n] for n in lacking}, **saved, "hidden_sizes": tuple(saved["hidden_sizes"])}
     try:
-        Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
+        Args(**settings)
     except UserError as e:
-        return f"its settings fail the flags' checks: {e}"
-    return None
+        raise UserError(f"checkpoint {path} is malformed: its settings fail the flags' checks: {e}") from None
+    return settings
+
+
+def check_compatible(ckpt: dict, args: Args, given: set[str]) -> None:
+    """Explicit flags that fix the network's shape must match the checkpoint's."""
+    for name in SHAPE_FLAGS:
+        mine, theirs = getattr(args, name), ckpt["args"][name]
+        if name in given and mine != theirs:
+            raise UserError(f"checkpoint {ckpt['path']} has {name.replace('_', '-')}={theirs}, "
+                            f"but --{name.replace('_', '-')} is {mine}")
+
+
+def is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def fits(value, t) -> bool:
@@ -937,76 +986,115 @@ def fits(value, t) -> bool:
         return value is None
     if typing.get_origin(t) is Literal:
         return value in typing.get_args(t)
-    if t is bool:
-        return isinstance(value, bool)
+    if t is bool or t is str:
+        return isinstance(value, t)
     if t is int:
-        return is_int(value)
+        return isinstance(value, int) and not isinstance(value, bool)
     if t is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if t is str:
-        return isinstance(value, str)
     if typing.get_origin(t) is tuple:  # tuple[int, ...], saved as a list or a tuple
-        return isinstance(value, (list, tuple)) and all(is_int(v) for v in value)
+        return isinstance(value, (list, tuple)) and all(fits(v, int) for v in value)
     return False
 
 
-def check_compatible(ckpt: dict, args: Args, given: set[str]) -> None:
-    """Explicit flags that fix the network's shape must match the checkpoint's."""
-    saved = ckpt["args"]
-    for name in ARCHITECTURE_FLAGS:
-        mine, theirs = getattr(args, name), saved[name]
-        if name == "hidden_sizes":
-            mine, theirs = tuple(mine), tuple(theirs)
-        if name in given and mine != theirs:
-            raise UserError(f"checkpoint {ckpt['path']} has {name.replace('_', '-')}={theirs}, "
-                            f"but --{name.replace('_', '-')} is {mine}")
+def state_problem(saved, fresh, path: str, missing: list) -> str | None:
+    """A part's saved state against the state_dict() of the same part freshly built: the same keys, the same
+    kinds of values, tensors and arrays of the same dtype and shape (any length where the fresh one has none:
+    the buffer's arrays grow), counts >= 0. Keys the file lacks go to `missing`. None when it fits."""
+    wrong = f"{path} is not what this ddpg.py wrote: {summary(saved)}"
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict):
+            return wrong
+        unknown = [k for k in saved if k not in fresh]
+        if unknown and fresh:  # an empty fresh dict (an optimizer before its first step) has no fixed keys
+            return f"{path} holds {', '.join(map(repr, unknown))}, which this ddpg.py does not have; update ddpg.py"
+        missing += [f"{path}[{k!r}]" for k in fresh if k not in saved]
+        items = [(saved[k], v, f"{path}[{k!r}]") for k, v in fresh.items() if k in saved]
+    elif isinstance(fresh, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or fresh and len(saved) != len(fresh):
+            return wrong
+        items = [(s, f, f"{path}[{i}]") for i, (s, f) in enumerate(zip(saved, fresh))]
+    elif isinstance(fresh, (torch.Tensor, np.ndarray)):
+        same_kind = type(saved) is type(fresh) and saved.ndim == fresh.ndim and (
+            saved.dtype == fresh.dtype if torch.is_tensor(fresh) else saved.dtype.kind == fresh.dtype.kind)
+        shape = tuple(fresh.shape) if len(fresh.shape) == 0 or fresh.shape[0] else (len(saved), *fresh.shape[1:])
+        if not (same_kind and tuple(saved.shape) == shape):
+            got = f"{tuple(saved.shape)} {saved.dtype}" if hasattr(saved, "shape") else summary(saved)
+            return f"{path} should be {shape} {fresh.dtype}, got {got}"
+        return None
+    else:
+        ok = (saved is None or isinstance(saved, (str, int, float, bytes)) if fresh is None  # None: not set yet
+              else is_count(saved) if isinstance(fresh, int) and not isinstance(fresh, bool)
+              else fits(saved, float) if isinstance(fresh, float) else type(saved) is type(fresh))
+        return None if ok else wrong
+    return next((p for p in (state_problem(s, f, sub, missing) for s, f, sub in items) if p), None)
 
 
-@contextlib.contextmanager
-def fitting(ckpt: dict):
-    """Loading a checkpoint's weights: a mismatch becomes one UserError line naming the checkpoint."""
-    try:
-        yield
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"checkpoint {ckpt['path']} does not fit the network: "
-                        f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
+def filled(saved, fresh):
+    """saved, with what it lacks taken from the fresh part's state (a file from before that state existed)."""
+    if isinstance(saved, dict) and isinstance(fresh, dict):
+        return {**fresh, **{k: filled(v, fresh.get(k)) for k, v in saved.items()}} if fresh else saved
+    return saved
 
 
-def load_weights(ckpt: dict, learner: Learner) -> None:
-    with fitting(ckpt):
-        learner.load_state_dict(ckpt["learner"])
-        learner.actor_opt.load_state_dict(ckpt["actor_opt"])
-        learner.critic_opt.load_state_dict(ckpt["critic_opt"])
+def restore(ckpt: dict, parts: dict) -> None:
+    """Load every part of `parts` from the checkpoint, after checking each against its fresh state. A file this
+    very ddpg.py wrote must hold everything; one from another version may lack state, which then keeps its
+    initial value (a warning names it)."""
+    path, missing, states = ckpt["path"], [], {}
+    for name, part in parts.items():
+        fresh = part.state_dict()
+        if name not in ckpt:
+            missing.append(repr(name))
+            continue
+        problem = state_problem(ckpt[name], fresh, name, missing)
+        if problem:
+            raise UserError(f"checkpoint {path} is malformed: {problem}")
+        states[name] = filled(ckpt[name], fresh)
+    if missing and ckpt.get("source") == SOURCE:
+        raise UserError(f"checkpoint {path} is malformed: {missing[0]} is missing")
+    if missing:
+        print(f"warning: {path.name} was written by another ddpg.py and lacks {', '.join(missing)}; "
+              "initial values are used for those", file=sys.stderr)
+    for name, state in states.items():
+        try:
+            parts[name].load_state_dict(state)
+        except Exception as e:  # what the shapes do not show: an optimizer of other parameters, bad positions ...
+            raise UserError(f"checkpoint {path} does not fit: {name}: "
+                            f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
 
 
-def buffer_state(buffer: ReplayBuffer) -> dict:
-    """The written slots only (copies: torch.save of a slice would write the whole preallocated storage)."""
-    cut = lambda t: t[: buffer.high].to("cpu", copy=True)  # noqa: E731
-    return {"obs": cut(buffer.obs), "actions": cut(buffer.actions), "rewards": cut(buffer.rewards),
-            "terminated": cut(buffer.terminated), "valid": cut(buffer.valid),
-            "pos": buffer.pos, "high": buffer.high, "added": buffer.added, "capacity": buffer.capacity}
+class Rngs:
+    """Every random number generator a run draws from: the exploration's (actions and action noise) and the
+    global ones of python, numpy and torch (initial weights, sampling, parameter noise)."""
+
+    def __init__(self, exploration: np.random.Generator):
+        self.exploration = exploration
+
+    def state_dict(self) -> dict:
+        return {"exploration": self.exploration.bit_generator.state, "python": random.getstate(),
+                "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.exploration.bit_generator.state = state["exploration"]
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_buffer_state(buffer: ReplayBuffer, state: dict) -> None:
-    # shapes, positions and capacity were checked with the whole checkpoint (checkpoint_problem)
-    for name in ["obs", "actions", "rewards", "terminated", "valid"]:
-        getattr(buffer, name)[: state["high"]] = state[name].to(buffer.device)
-    buffer.pos, buffer.high, buffer.added = state["pos"], state["high"], state["added"]
+@dataclass
+class Stats:  # what a run adds up over its sessions; a checkpoint keeps it
+    wall_time: float = 0.0  # of earlier sessions of this run
+    learn_time: float = 0.0  # seconds spent in learning-phase steps (not logging, evaluation, saving)
+    learn_steps: int = 0
+    eval_returns: list = dataclasses.field(default_factory=list)  # [step, mean return] of every evaluation
+    wandb_id: str | None = None
 
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    def state_dict(self) -> dict: return dataclasses.asdict(self)
+    def load_state_dict(self, state: dict) -> None: self.__dict__.update(state)
 
 
 # --- logging and progress ---
@@ -1073,6 +1161,9 @@ class Logger:
 
     def text(self, tag: str, text: str) -> None:
         self.tensorboard(lambda w: w.add_text(tag, text))
+
+    def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        self.tensorboard(lambda w: w.add_histogram(tag, values.detach().float().cpu().numpy(), step))
 
     def scalars(self, values: dict, step: int) -> None:
         self.tensorboard(lambda w: [w.add_scalar(k, v, step) for k, v in values.items()])
@@ -1151,6 +1242,16 @@ def duration(seconds: float) -> str:
     return (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
 
 
+def scalars(metrics: Metrics) -> dict[str, float]:
+    """An update's scalar metrics by name, read from the device in one wait (the others are not scalars)."""
+    named = {k: torch.as_tensor(v) for k, v in metrics._asdict().items() if not torch.is_tensor(v) or v.numel() == 1}
+    if not named:
+        return {}
+    device = next(iter(named.values())).device
+    values = torch.stack([v.detach().reshape(()).to(device, torch.float64) for v in named.values()]).tolist()
+    return dict(zip(named, values))
+
+
 def markdown_table(args: Args) -> str:
     rows = "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items())
     return f"|param|value|\n|-|-|\n{rows}"
@@ -1195,15 +1296,6 @@ class Interrupted:
 
 # --- a run: set up (new or resumed), the loop's named calls, finished ---
 
-@dataclass
-class LoopState:  # where the loop is; a checkpoint saves and restores it
-    step: int = 0
-    episode: int = 0
-    obs: np.ndarray | None = None
-    ep_return: float = 0.0
-    ep_length: int = 0
-
-
 TORCH_THREADS = torch.get_num_threads()  # torch's default (one per physical core, or OMP_NUM_THREADS), at import
 
 
@@ -1224,8 +1316,8 @@ class FreeCores:
         self.last = self.sample() if self.most > 1 else None
 
     @classmethod
-    def for_run(cls, learner: Learner, obs_dim: int, batch_size: int) -> FreeCores:
-        same = TORCH_THREADS > 1 and same_numbers_on_any_thread_count(learner, obs_dim, batch_size, TORCH_THREADS)
+    def for_run(cls, learner: Learner, scratch: ReplayBuffer) -> FreeCores:
+        same = TORCH_THREADS > 1 and same_numbers_on_any_thread_count(learner, scratch, TORCH_THREADS)
         return cls(TORCH_THREADS if same else 1)
 
     def sample(self) -> tuple[float, float, float] | None:
@@ -1252,13 +1344,25 @@ class FreeCores:
         self.last = now
 
 
-def same_numbers_on_any_thread_count(learner: Learner, obs_dim: int, batch_size: int, threads: int) -> bool:
+def scratch_buffer(args: Args, env: gym.Env, device: torch.device) -> ReplayBuffer:
+    """A small buffer of the run's kind, every array random (valid flags true): real batches, whatever fields
+    they carry, for the thread check. The RNG is untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        buffer = make_parts(dataclasses.replace(args, buffer_size=2 * args.batch_size), env, device)[1]
+        for t in vars(buffer).values():
+            if torch.is_tensor(t):
+                t.copy_(torch.rand(t.shape) if t.is_floating_point() else torch.ones(t.shape, dtype=t.dtype))
+    buffer.high = buffer.added = buffer.capacity
+    return buffer
+
+
+def same_numbers_on_any_thread_count(learner: Learner, scratch: ReplayBuffer, threads: int) -> bool:
     """Do four updates of a copy of the learner on random data, and its actor's outputs, give the same bits on
     one thread and on `threads`? Where they do, the thread count cannot change a number of this run (how torch
     splits an op among threads depends on the shapes, not the data). Where they don't (nn.LayerNorm's backward
     sums per thread; some shapes split a matrix product's sum, e.g. 17 inputs and 6 actions), the run keeps
     one thread, so that the same seed gives the same weights whatever the load. The random state is kept."""
-    device = learner.low.device
+    device, batch_size = learner.low.device, learner.args.batch_size
     results = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for n in (1, threads):
@@ -1266,15 +1370,21 @@ def same_numbers_on_any_thread_count(learner: Learner, obs_dim: int, batch_size:
             torch.manual_seed(0)
             twin = copy.deepcopy(learner)
             for _ in range(4):
-                act = torch.rand(batch_size, len(twin.low), device=device) * (twin.high - twin.low) + twin.low
-                obs, next_obs = torch.randn(2, batch_size, obs_dim, device=device)
-                twin.update(Batch(obs, act, torch.randn(batch_size, device=device),
-                                  torch.zeros(batch_size, device=device), next_obs))
-            opt_states = [t for opt in (twin.actor_opt, twin.critic_opt) for st in opt.state.values()
-                          for t in st.values()]
-            results.append([*twin.state_dict().values(), *opt_states, twin.actor(obs), twin.actor(obs[:1])])
+                metrics = twin.update(scratch.sample(batch_size))
+            obs = scratch.sample(batch_size).obs
+            results.append([*flat_tensors(twin.state_dict()), *flat_tensors(metrics._asdict()), twin.actor(obs),
+                            twin.actor(obs[:1])])
     torch.set_num_threads(1)
     return all(torch.equal(x, y) for x, y in zip(*results))
+
+
+def flat_tensors(state) -> list:
+    """Every tensor in a nested state (dicts, lists, tuples), in order."""
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in flat_tensors(v)]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in flat_tensors(v)]
+    return [state] if torch.is_tensor(state) else []
 
 
 @dataclass
@@ -1292,10 +1402,7 @@ class Run:
     device: torch.device
     logger: Logger | None = None
     refill_until: int = 0  # resumed without a buffer: collect this many transitions before updating again
-    wall_time: float = 0.0  # of earlier sessions of this run
-    learn_time: float = 0.0  # seconds spent in learning-phase steps (not logging, evaluation, saving)
-    learn_steps: int = 0
-    eval_returns: list = dataclasses.field(default_factory=list)  # [step, mean return] of every evaluation
+    stats: Stats = dataclasses.field(default_factory=Stats)
     last_eval: np.ndarray | None = None
     status: str = "finished"  # or interrupted, diverged, env-error, write-error, crashed: see STATUSES
     exit_code: int = 0
@@ -1305,7 +1412,7 @@ class Run:
 
     def start(self) -> None:
         self.progress = Progress(self.args.total_steps, self.state.step, self.args.log_every)
-        self.t_start = time.time()
+        self.t_start, self.wall_before = time.time(), self.stats.wall_time
         self.t_log, self.step_log = time.time(), self.state.step
 
     def end_episode(self) -> None:
@@ -1316,20 +1423,20 @@ class Run:
         s.ep_return, s.ep_length = 0.0, 0
 
     def count_learning_step(self, seconds: float) -> None:
-        self.learn_time += seconds
-        self.learn_steps += 1
+        self.stats.learn_time += seconds
+        self.stats.learn_steps += 1
         if self.cores is not None:
             self.cores.follow()
 
     def diverged(self, metrics: Metrics) -> bool:
-        """The divergence guard: a non-finite loss stops the run, keeping the last checkpoint."""
-        finite = torch.isfinite(torch.stack(metrics))
-        if finite.all():
+        """The divergence guard: a non-finite scalar metric stops the run, keeping the last checkpoint."""
+        values = scalars(metrics)
+        bad = [name for name, v in values.items() if not math.isfinite(v)]
+        if not bad:
             return False
-        name = Metrics._fields[int((~finite).nonzero()[0])]
         kept = self.run_dir / "checkpoints" / "latest.pt"
         self.status, self.exit_code = "diverged", 3
-        print(f"error: training diverged at step {self.state.step}: {name} is {getattr(metrics, name).item()}; "
+        print(f"error: training diverged at step {self.state.step}: {bad[0]} is {values[bad[0]]}; "
               f"last good checkpoint: {kept if kept.exists() else 'none yet'}", file=sys.stderr)
         return True
 
@@ -1344,13 +1451,13 @@ class Run:
         self.progress.info["sps"] = sps if self.step_log >= self.args.start_steps else None
         self.t_log, self.step_log = now, step
         values = {"charts/sps": sps, "charts/torch_threads": torch.get_num_threads()}
-        if self.learn_time > 0:
-            values["charts/learning_sps"] = self.learn_steps / self.learn_time
+        if self.stats.learn_time > 0:
+            values["charts/learning_sps"] = self.stats.learn_steps / self.stats.learn_time
         if metrics is not None:
-            m = Metrics(*torch.stack(metrics).tolist())  # one wait for the device
-            values.update({"losses/q_loss": m.q_loss, "losses/q_mean": m.q_mean})
-            if math.isfinite(m.actor_loss):
-                values["losses/actor_loss"] = m.actor_loss
+            values.update({f"losses/{k}": v for k, v in scalars(metrics).items() if math.isfinite(v)})
+            for name, t in metrics._asdict().items():
+                if torch.is_tensor(t) and t.numel() > 1:
+                    self.logger.histogram(f"losses/{name}", t, step)
         values.update(self.noise.metrics())
         self.logger.scalars(values, step)
 
@@ -1364,7 +1471,7 @@ class Run:
             except Stop:
                 return
             self.last_eval, self.progress.info["eval"] = returns, float(returns.mean())
-            self.eval_returns.append([step, float(returns.mean())])
+            self.stats.eval_returns.append([step, float(returns.mean())])
             self.logger.scalars({"eval/return_mean": returns.mean(), "eval/return_std": returns.std()}, step)
 
     def maybe_save(self) -> None:
@@ -1391,22 +1498,20 @@ class Run:
                 self.warned_pickle = True
             return None
 
+    def parts(self, with_buffer: bool) -> dict:
+        """Every stateful part of the run, by name: what a checkpoint saves and a resume restores."""
+        return {"learner": self.learner, "noise": self.noise, "loop": self.state, "rng": Rngs(self.rng),
+                "stats": self.stats, **({"buffer": self.buffer} if with_buffer else {})}
+
     def checkpoint(self, with_buffer: bool, keep_episode: bool = True) -> dict:
-        s, learner, env = self.state, self.learner, self.env
-        return {
-            "format_version": CHECKPOINT_FORMAT, "env_id": self.args.env_id,
-            "obs_dim": env.observation_space.shape[0], "act_dim": env.action_space.shape[0],
-            "args": dataclasses.asdict(self.args), "global_step": s.step, "episode": s.episode,
-            "learner": learner.state_dict(), "actor_opt": learner.actor_opt.state_dict(),
-            "critic_opt": learner.critic_opt.state_dict(), "n_updates": learner.n_updates,
-            "n_actor_updates": learner.n_actor_updates, "noise": self.noise.state_dict(),
-            "exploration_rng": self.rng.bit_generator.state, "rng": rng_state(),
-            "env_pickle": self.env_pickle() if keep_episode else None, "obs": s.obs,
-            "ep_return": s.ep_return, "ep_length": s.ep_length,
-            "wall_time": self.wall_time + time.time() - self.t_start, "learn_time": self.learn_time,
-            "learn_steps": self.learn_steps, "eval_returns": self.eval_returns,
-            "wandb_id": self.logger.wandb_id, **({"buffer": buffer_state(self.buffer)} if with_buffer else {}),
-        }
+        self.stats.wall_time = self.wall_before + time.time() - self.t_start
+        self.stats.wandb_id = self.logger.wandb_id
+        episode = self.env_pickle() if keep_episode else None
+        return {"format_version": CHECKPOINT_FORMAT, "source": SOURCE, "env_id": self.args.env_id,
+                "obs_dim": self.env.observation_space.shape[0], "act_dim": self.env.action_space.shape[0],
+                "args": dataclasses.asdict(self.args), "env_pickle": episode,
+                "env_signature": episode and signature(episode, create=True),
+                **{name: part.state_dict() for name, part in self.parts(with_buffer).items()}}
 
     def save(self, name: str, with_buffer: bool, keep_episode: bool = True) -> None:
         path = self.run_dir / "checkpoints" / name
@@ -1486,15 +1591,15 @@ class Run:
             self.save("latest.pt", self.args.save_buffer)
 
     def summarize(self) -> None:
-        final = self.last_eval if self.status == "finished" else None
+        final, st = self.last_eval if self.status == "finished" else None, self.stats
         self.write_summary({
             "status": self.status, "env_id": self.args.env_id, "exp_name": self.args.exp_name, "seed": self.args.seed,
             "total_steps": self.state.step, "episodes": self.state.episode,
             "final_eval_return_mean": float(final.mean()) if final is not None else None,
             "final_eval_return_std": float(final.std()) if final is not None else None,
-            "wall_time_s": round(self.wall_time + time.time() - self.t_start, 3),
-            "learning_sps": round(self.learn_steps / self.learn_time, 2) if self.learn_time > 0 else None,
-            "eval_returns": self.eval_returns, "device": str(self.device), "run_dir": str(self.run_dir),
+            "wall_time_s": round(self.wall_before + time.time() - self.t_start, 3),
+            "learning_sps": round(st.learn_steps / st.learn_time, 2) if st.learn_time > 0 else None,
+            "eval_returns": st.eval_returns, "device": str(self.device), "run_dir": str(self.run_dir),
         })
 
     def write_summary(self, summary: dict) -> None:
@@ -1548,15 +1653,11 @@ def resume_args(args: Args, given: set[str]) -> tuple[Args, dict]:
     if "total_steps" in given:  # the one setting a resume may change: train longer
         saved["total_steps"] = args.total_steps
     ignored = sorted(f"--{n.replace('_', '-')}" for n in given - {"resume", "total_steps"}
-                     if n in saved and getattr(args, n) != saved[n] and n not in ARCHITECTURE_FLAGS)
+                     if n in saved and getattr(args, n) != saved[n] and n not in SHAPE_FLAGS)
     if ignored:
         print(f"warning: a resume keeps the run's settings; ignoring {' '.join(ignored)} "
               "(start a new run to change them)", file=sys.stderr)
-    args = Args(**saved)
-    if ckpt["global_step"] >= args.total_steps:
-        raise UserError(f"run already at step {ckpt['global_step']} of {args.total_steps}; "
-                        "pass --total-steps N (larger) to train longer")
-    return args, ckpt
+    return Args(**saved), ckpt
 
 
 def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
@@ -1574,37 +1675,27 @@ def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
     env = make_env(args.env_id, args.max_episode_steps)
     eval_env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
     check_env(eval_env, args.env_id)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
     try:
-        learner = Learner(obs_dim, act_dim, low, high, args, device)
-        buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+        learner, buffer, noise = make_parts(args, env, device)
     except (RuntimeError, MemoryError) as e:  # --buffer-size or --hidden-sizes too large for memory
         raise UserError(f"cannot allocate the networks and a buffer of {args.buffer_size} transitions on {device}: "
                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
-    noise = NOISES[args.noise_type](args, learner.actor, (high - low) / 2.0)
-    rng = np.random.default_rng(args.seed)
-    run = Run(args, env, eval_env, learner, buffer, noise, rng, LoopState(), Path(), device, interrupted=interrupted,
-              cores=None if args.torch_threads else FreeCores.for_run(learner, obs_dim, args.batch_size))
-
+    space = env.observation_space
+    run = Run(args, env, eval_env, learner, buffer, noise, np.random.default_rng(args.seed),
+              LoopState(obs=np.zeros(space.shape, space.dtype)), Path(), device, interrupted=interrupted,
+              cores=None if args.torch_threads else FreeCores.for_run(learner, scratch_buffer(args, env, device)))
     if ckpt is not None:
         run.run_dir = ckpt["path"].parent.parent
-        load_weights(ckpt, learner)
-        learner.n_updates, learner.n_actor_updates = ckpt["n_updates"], ckpt["n_actor_updates"]
-        noise.load_state_dict(ckpt["noise"])
-        run.rng.bit_generator.state = ckpt["exploration_rng"]
-        run.state.step, run.state.episode = ckpt["global_step"], ckpt["episode"]
-        run.wall_time, run.learn_time, run.learn_steps = ckpt["wall_time"], ckpt["learn_time"], ckpt["learn_steps"]
-        run.eval_returns = ckpt["eval_returns"]
-        if "buffer" in ckpt:
-            load_buffer_state(buffer, ckpt["buffer"])
-        else:
+        restore(ckpt, run.parts(with_buffer="buffer" in ckpt))
+        if run.state.step >= args.total_steps:
+            raise UserError(f"run already at step {run.state.step} of {args.total_steps}; "
+                            "pass --total-steps N (larger) to train longer")
+        if "buffer" not in ckpt:
             print(f"warning: {ckpt['path'].name} holds no replay buffer (train with --save-buffer for that); it "
                   f"starts empty and refills for {max(args.start_steps, args.batch_size)} steps before updates resume",
                   file=sys.stderr)
         if buffer.added == 0:  # resumed without a buffer: collect with the current policy before updating again
             run.refill_until = max(args.start_steps, args.batch_size)
-        set_rng_state(ckpt["rng"])
     else:
         run.run_dir = new_run_dir(args)
     try:
@@ -1639,33 +1730,49 @@ def start_run_dir(run: Run, ckpt: dict | None) -> None:
         write_json(run.run_dir / "config.json", dataclasses.asdict(args))
     except OSError as e:
         raise UserError(f"cannot write {run.run_dir / 'config.json'}: {e.strerror or e}") from None
-    run.logger = Logger(run.run_dir, args, run.run_dir.name, ckpt.get("wandb_id") if ckpt else None)
+    run.logger = Logger(run.run_dir, args, run.run_dir.name, run.stats.wandb_id)
     run.logger.text("hyperparameters", markdown_table(args))
     if args.capture_video:  # record the first episode of every evaluation
         run.eval_env = gym.wrappers.RecordVideo(run.eval_env, str(run.run_dir / "videos"), disable_logger=True,
                                                 episode_trigger=lambda ep: ep % args.eval_episodes == 0)
 
-    # the episode in progress: restored exactly where the env can be pickled faithfully
-    if ckpt is not None and ckpt.get("env_pickle") is not None and env_state_picklable(env):
-        try:
-            restored = pickle.loads(ckpt["env_pickle"])  # saved without the wrapper: any caller can unpickle
-        except Exception as e:  # junk, or a class that no longer exists
-            print(f"warning: cannot restore the environment from the checkpoint ({type(e).__name__}: {one_line(e)})",
-                  file=sys.stderr)
-        else:
-            env.close()
-            run.env = GuardedEnv(restored)
-            run.state.obs, run.state.ep_return, run.state.ep_length = ckpt["obs"], ckpt["ep_return"], ckpt["ep_length"]
-    if ckpt is not None and run.state.obs is None:
-        print("warning: this environment's state cannot be saved; the episode in progress at the "
-              "interruption is dropped and a new one starts", file=sys.stderr)
+    # the episode in progress: restored exactly where the env can be pickled faithfully and the file is ours
+    if ckpt is not None and not restore_episode(run, ckpt):
         buffer.new_episode()
-    if run.state.obs is None:
+    if ckpt is None or run.env is env:
         try:
             run.state.obs, _ = run.env.reset(seed=args.seed + run.state.step)
         except EnvFault as e:
             raise UserError(f"{args.env_id}: {e}") from None
+        run.state.ep_return, run.state.ep_length = 0.0, 0
         run.noise.reset(run.learner.actor, run.rng)
+
+
+def restore_episode(run: Run, ckpt: dict) -> bool:
+    """Unpickle the environment of the episode in progress, only where it was saved faithfully and this user
+    wrote the file on this machine (its signature under the local key; a format-1 file: owned by this user),
+    since unpickling can run code. False, with a warning, where the episode is dropped."""
+    data = ckpt.get("env_pickle")
+    if data is None or not env_state_picklable(run.env):
+        print("warning: this environment's state cannot be saved; the episode in progress at the "
+              "interruption is dropped and a new one starts", file=sys.stderr)
+        return False
+    if ckpt["format_version"] == 1:
+        ours = ckpt["path"].stat().st_uid == os.getuid()
+    else:
+        ours = isinstance(ckpt.get("env_signature"), str) and hmac.compare_digest(signature(data) or "",
+                                                                                   ckpt["env_signature"])
+    try:
+        if not ours:
+            raise ValueError("not signed by this user on this machine, so not unpickled")
+        restored = pickle.loads(data)  # saved without the wrapper: any caller can unpickle
+    except Exception as e:  # junk, a class that no longer exists, a file from elsewhere
+        print(f"warning: cannot restore the environment from the checkpoint ({type(e).__name__}: {one_line(e)}); "
+              "the episode in progress is dropped and a new one starts", file=sys.stderr)
+        return False
+    run.env.close()
+    run.env = GuardedEnv(restored)
+    return True
 
 
 class Policy:
@@ -1675,7 +1782,7 @@ class Policy:
     def __init__(self, actor: Actor, low: np.ndarray, high: np.ndarray, ckpt: dict):
         self.actor, self.low, self.high = actor, low, high
         self.obs_dim, self.act_dim = ckpt["obs_dim"], ckpt["act_dim"]
-        self.env_id, self.step, self.path = ckpt["args"]["env_id"], ckpt["global_step"], ckpt["path"]
+        self.env_id, self.step, self.path = ckpt["args"]["env_id"], checkpoint_step(ckpt), ckpt["path"]
         self.device = actor.action_scale.device
 
     @torch.no_grad()
@@ -1698,20 +1805,19 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
 
 
 def checkpoint_policy(ckpt: dict, device: str | torch.device = "cpu") -> Policy:
-    """The actor of a loaded checkpoint, alone (no critics, no optimizers), as a Policy."""
-    args = checkpoint_args(ckpt)
-    with fitting(ckpt):
-        state = {k[len("actor."):]: v for k, v in ckpt["learner"].items() if k.startswith("actor.")}
-        low, high = ckpt["learner"]["low"].double().numpy(), ckpt["learner"]["high"].double().numpy()
-        with torch.random.fork_rng(devices=[]):  # building the actor draws initial weights: not the caller's RNG
-            actor = Actor(ckpt["obs_dim"], ckpt["act_dim"], args.hidden_sizes, low, high, args.actor_layer_norm)
-        actor.load_state_dict(state)
-    return Policy(actor.to(device).eval(), low, high, ckpt)
+    """The actor of a loaded checkpoint, alone (no critics, no optimizers), as a Policy. The learner is checked
+    against a fresh one of the saved settings first (RNG untouched: building draws initial weights)."""
+    args = Args(**ckpt["args"])
+    with torch.random.fork_rng(devices=[]):
+        fresh = Learner(ckpt["obs_dim"], ckpt["act_dim"], np.zeros(ckpt["act_dim"]), np.ones(ckpt["act_dim"]), args)
+    restore(ckpt, {"learner": fresh})
+    nets = fresh.state_dict()["nets"]
+    low, high = nets["low"].double().numpy(), nets["high"].double().numpy()
+    return Policy(fresh.actor.to(device).eval(), low, high, ckpt)
 
 
-def checkpoint_args(ckpt: dict) -> Args:
-    """The settings a checkpoint was trained with, checked like flags."""
-    return Args(**{**ckpt["args"], "hidden_sizes": tuple(ckpt["args"]["hidden_sizes"])})
+def checkpoint_step(ckpt: dict) -> int | None:
+    return ckpt["loop"].get("step") if isinstance(ckpt.get("loop"), dict) else None
 
 
 def eval_only(args: Args, given: set[str]) -> int:
@@ -1741,7 +1847,7 @@ def eval_only(args: Args, given: set[str]) -> int:
         with contextlib.suppress(Exception):
             env.close()
     if not say(f"{args.env_id}: mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} "
-               f"episodes (checkpoint {ckpt['path']}, step {ckpt['global_step']})"):
+               f"episodes (checkpoint {ckpt['path']}, step {checkpoint_step(ckpt)})"):
         raise UserError("cannot write the result: stdout failed")
     return 0
 

@@ -110,7 +110,7 @@ class EagerDDPG:
         return -q.mean()
 
     def update(self, batch) -> torch.Tensor:
-        obs, act, rew, term, next_obs = batch
+        obs, act, rew, term, next_obs = batch.obs, batch.act, batch.rew, batch.terminated, batch.next_obs
         q_loss, qs = self.critic_loss(obs, act, rew, term, next_obs)
         self.q_opt.zero_grad()
         q_loss.backward()

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import ddpg  # noqa: E402
 CONFIGS = {  # name -> flags beyond the common ones
     "ddpg": [],
     "td3+param": ["--num-q", "2", "--policy-delay", "2", "--target-noise", "0.2", "--noise-type", "param",
@@ -65,10 +67,11 @@ def compare(a: Path, b: Path, name: str) -> list[str]:
     """Differences between two run folders' final checkpoints and summaries."""
     diffs = []
     for ckpt in ["final.pt", "latest.pt"]:
-        x = torch.load(a / "checkpoints" / ckpt, map_location="cpu", weights_only=False)
-        y = torch.load(b / "checkpoints" / ckpt, map_location="cpu", weights_only=False)
-        keys = ["learner", "actor_opt", "critic_opt", "noise", "exploration_rng", "rng", "global_step", "episode",
-                "n_updates", "n_actor_updates", "obs", "ep_return", "ep_length", "eval_returns", "buffer"]
+        # read by the working tree's ddpg.py, which reads every checkpoint format in today's layout
+        x, y = (ddpg.load_checkpoint(run_dir / "checkpoints" / ckpt) for run_dir in (a, b))
+        for c in (x, y):
+            c["stats"] = {k: v for k, v in c["stats"].items() if k in ("learn_steps", "eval_returns")}  # not times
+        keys = ["learner", "noise", "loop", "rng", "stats", "buffer"]
         fx, fy = flatten({k: x.get(k) for k in keys}), flatten({k: y.get(k) for k in keys})
         if fx.keys() != fy.keys():
             diffs.append(f"{name} {ckpt}: different contents {sorted(set(fx) ^ set(fy))[:5]}")

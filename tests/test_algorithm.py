@@ -30,8 +30,9 @@ def make_learner(**overrides) -> ddpg.Learner:
 
 def random_batch(n=64, seed=0) -> ddpg.Batch:
     g = torch.Generator().manual_seed(seed)
-    return ddpg.Batch(torch.randn(n, 3, generator=g), torch.rand(n, 2, generator=g) * 2 - 0.5,
-                      torch.randn(n, generator=g), (torch.rand(n, generator=g) < 0.3).float(), torch.randn(n, 3, generator=g))
+    return ddpg.Batch(obs=torch.randn(n, 3, generator=g), act=torch.rand(n, 2, generator=g) * 2 - 0.5,
+                      rew=torch.randn(n, generator=g), terminated=(torch.rand(n, generator=g) < 0.3).float(),
+                      next_obs=torch.randn(n, 3, generator=g))
 
 
 def mlp_by_hand(weights, biases, x, ln=None):

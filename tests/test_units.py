@@ -12,6 +12,7 @@ import sys
 import types
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -31,9 +32,9 @@ def make_learner(obs_dim=3, act_dim=2, low=ASYM_LOW, high=ASYM_HIGH, **overrides
 
 def random_batch(n=32, obs_dim=3, act_dim=2, seed=0) -> ddpg.Batch:
     g = torch.Generator().manual_seed(seed)
-    return ddpg.Batch(torch.randn(n, obs_dim, generator=g), torch.rand(n, act_dim, generator=g) * 2 - 0.5,
-                      torch.randn(n, generator=g), (torch.rand(n, generator=g) < 0.2).float(),
-                      torch.randn(n, obs_dim, generator=g))
+    return ddpg.Batch(obs=torch.randn(n, obs_dim, generator=g), act=torch.rand(n, act_dim, generator=g) * 2 - 0.5,
+                      rew=torch.randn(n, generator=g), terminated=(torch.rand(n, generator=g) < 0.2).float(),
+                      next_obs=torch.randn(n, obs_dim, generator=g))
 
 
 def obs_source(obs: torch.Tensor, asked: list | None = None):
@@ -100,7 +101,7 @@ def test_bellman_target_through_buffer_and_critic_loss(monkeypatch):
 
     torch.manual_seed(0)
     batch = buffer.sample(400)
-    obs, act, rew, term, next_obs = batch
+    obs, act, rew, term, next_obs = batch.obs, batch.act, batch.rew, batch.terminated, batch.next_obs
     learner.critic_loss(batch)
     y = captured[-1]
     start = obs[:, 0].long()
@@ -535,7 +536,8 @@ def test_min_target_is_below_mean_target_and_uses_target_critics(monkeypatch):
     captured = []
     real = ddpg.bellman_target
     monkeypatch.setattr(ddpg, "bellman_target", lambda *a: captured.append(real(*a)) or captured[-1])
-    obs, act, rew, term, next_obs = batch = random_batch(n=256)
+    batch = random_batch(n=256)
+    obs, act, rew, term, next_obs = batch.obs, batch.act, batch.rew, batch.terminated, batch.next_obs
     learner_min.critic_loss(batch)
     learner_mean.critic_loss(batch)
     y_min, y_mean = captured
@@ -550,7 +552,8 @@ def test_min_target_is_below_mean_target_and_uses_target_critics(monkeypatch):
 def test_each_critic_has_its_own_gradient_optimizer_state_and_target():
     torch.manual_seed(0)
     learner = make_learner(num_q=3, tau=0.1, gamma=0.9)
-    obs, act, rew, term, next_obs = batch = random_batch()
+    batch = random_batch()
+    obs, act, rew, term, next_obs = batch.obs, batch.act, batch.rew, batch.terminated, batch.next_obs
     loss, _ = learner.critic_loss(batch)
     loss.backward()
     ensemble_grads = [w.grad.clone() for w in learner.critic.weights]
@@ -715,7 +718,7 @@ def test_the_learner_builds_its_networks_with_the_init_and_layer_norm_flags(weig
                 assert critic.weights[-1].abs().max() <= 3e-3 and critic.biases[-1].abs().max() <= 3e-3
             else:
                 assert all(torch.count_nonzero(b) == 0 for b in critic.biases)
-        assert "last_actor_loss" not in learner.state_dict()  # checkpoints keep the networks, not a log value
+        assert "last_actor_loss" not in learner.state_dict()["nets"]  # checkpoints keep the networks, not a log value
     assert ddpg.QNetwork(3, 2, (16,)).num_q == 1
 
 
@@ -862,16 +865,21 @@ def test_threads_switch_only_where_the_thread_count_changes_no_number(layer_norm
     try:
         args = dataclasses.replace(ddpg.Args(), actor_layer_norm=layer_norm, critic_layer_norm=layer_norm,
                                    hidden_sizes=(256, 256) if layer_norm else (4, 4))
-        learner = ddpg.Learner(17, 6, -np.ones(6), np.ones(6), args) if layer_norm else ddpg.Learner(
-            3, 1, -np.ones(1), np.ones(1), args)
-        weights = {k: v.clone() for k, v in learner.state_dict().items()}
+        args = dataclasses.replace(args, batch_size=256 if layer_norm else 8)
+        obs_dim, act_dim = (17, 6) if layer_norm else (3, 1)
+        env = types.SimpleNamespace(observation_space=gym.spaces.Box(-1, 1, (obs_dim,)), spec=None,
+                                    action_space=gym.spaces.Box(-1, 1, (act_dim,)))  # all make_parts reads
+        learner = ddpg.Learner(obs_dim, act_dim, -np.ones(act_dim), np.ones(act_dim), args)
+        weights = {k: v.clone() for k, v in learner.state_dict()["nets"].items()}
         torch.manual_seed(5)
         rng = torch.get_rng_state()
-        same = ddpg.same_numbers_on_any_thread_count(learner, 17 if layer_norm else 3, 256 if layer_norm else 8, 2)
+        scratch = ddpg.scratch_buffer(args, env, torch.device("cpu"))
+        assert torch.equal(torch.get_rng_state(), rng)
+        same = ddpg.same_numbers_on_any_thread_count(learner, scratch, 2)
         assert same is (not layer_norm)
         assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == 1
-        assert all(torch.equal(v, weights[k]) for k, v in learner.state_dict().items())
-        assert ddpg.FreeCores.for_run(learner, 17 if layer_norm else 3, 256 if layer_norm else 8).most == (
+        assert all(torch.equal(v, weights[k]) for k, v in learner.state_dict()["nets"].items())
+        assert ddpg.FreeCores.for_run(learner, scratch).most == (
             1 if layer_norm else min(len(os.sched_getaffinity(0)), ddpg.TORCH_THREADS))
     finally:
         torch.set_num_threads(threads_before)

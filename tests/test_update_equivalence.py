@@ -112,7 +112,7 @@ def make_batch(dtype: torch.dtype, seed: int):
     term = (torch.rand(BATCH, generator=g) < 0.3).to(dtype)  # some true terminations in every batch
     next_obs = torch.randn(BATCH, OBS_DIM, generator=g, dtype=dtype)
     assert 0 < term.sum() < BATCH
-    return ddpg.Batch(obs, act, rew, term, next_obs)
+    return ddpg.Batch(obs=obs, act=act, rew=rew, terminated=term, next_obs=next_obs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -121,11 +121,12 @@ def test_losses_and_gradients_match_plain_update(name, dtype):
     config = CONFIGS[name]
     learner, ref = make_pair(config, dtype)
     num_q = config.get("num_q", 1)
-    obs, act, rew, term, next_obs = make_batch(dtype, seed=1)
+    batch = make_batch(dtype, seed=1)
+    obs, act, rew, term, next_obs = batch.obs, batch.act, batch.rew, batch.terminated, batch.next_obs
 
     # critic loss and the gradient of every critic parameter (target noise: same random draw)
     torch.manual_seed(123)
-    loss, q = learner.critic_loss(ddpg.Batch(obs, act, rew, term, next_obs))
+    loss, q = learner.critic_loss(batch)
     torch.manual_seed(123)
     ref_loss, ref_q = ref.critic_loss(obs, act, rew, term, next_obs)
     torch.testing.assert_close(loss, ref_loss, **TOL[dtype])
