@@ -873,14 +873,17 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def local_key(create: bool) -> bytes | None:
-    """This user's secret on this machine (~/.config/ddpg/key): it signs the episode state a checkpoint pickles."""
-    path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "ddpg" / "key"
-    with contextlib.suppress(OSError):
-        if create and not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-                f.write(os.urandom(32))
-        return path.read_bytes()
+    """This user's secret on this machine (~/.config/ddpg/key, else in the temporary folder): it signs the
+    episode state a checkpoint pickles, so that a resume unpickles only what this user wrote here."""
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "ddpg"
+    for path in (home / "key", Path(tempfile.gettempdir()) / f"ddpg-{os.getuid()}" / "key"):
+        with contextlib.suppress(OSError):
+            if create and not path.exists():
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                    f.write(os.urandom(32))
+            if path.stat().st_uid == os.getuid():
+                return path.read_bytes()
     return None
 
 
@@ -903,11 +906,11 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
     try:
         with torch.serialization.safe_globals(SAFE_TYPES):  # data only: a pickled object that runs code is refused
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        code = re.search(r"GLOBAL (\S+)", str(e))
-        raise UserError(f"cannot read checkpoint {path}: it holds " + (f"Python code ({code[1]}), not only data; "
-                        "ddpg.py loads data only" if code else "what torch cannot read as data")) from None
     except Exception as e:
+        code = re.search(r"GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if code:  # weights_only refused to build an object: loading it could have run code
+            raise UserError(f"cannot read checkpoint {path}: it holds Python objects ({code[1]}), not only data; "
+                            "ddpg.py loads data only") from None
         raise UserError(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or not isinstance(ckpt.get("args"), dict):
         raise UserError(f"{path} is not a ddpg.py checkpoint")
@@ -1060,7 +1063,7 @@ def restore(ckpt: dict, parts: dict) -> None:
         try:
             parts[name].load_state_dict(state)
         except Exception as e:  # what the shapes do not show: an optimizer of other parameters, bad positions ...
-            raise UserError(f"checkpoint {path} does not fit: {name}: "
+            raise UserError(f"checkpoint {path} does not fit: '{name}' "
                             f"{(str(e).strip().splitlines() or [type(e).__name__])[-1].strip()}") from None
 
 
@@ -1768,7 +1771,7 @@ def restore_episode(run: Run, ckpt: dict) -> bool:
         restored = pickle.loads(data)  # saved without the wrapper: any caller can unpickle
     except Exception as e:  # junk, a class that no longer exists, a file from elsewhere
         print(f"warning: cannot restore the environment from the checkpoint ({type(e).__name__}: {one_line(e)}); "
-              "the episode in progress is dropped and a new one starts", file=sys.stderr)
+              "the episode in progress at the interruption is dropped and a new one starts", file=sys.stderr)
         return False
     run.env.close()
     run.env = GuardedEnv(restored)
@@ -1870,6 +1873,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug at start-up or in --eval-only (an edited Learner, say): one line, like the loop's
+        log = Path(tempfile.mkstemp(prefix="ddpg-error-", suffix=".log")[1])
+        log.write_text("".join(traceback.format_exception(e)))
+        print(f"error: unexpected {type(e).__name__} during {stage}: {one_line(e)} (traceback in {log})",
+              file=sys.stderr)
+        return 1
     except Stop as e:
         if stage == "the run":  # a further signal while the run was closing: its files are whole (atomic writes)
             print("interrupted again: stopped at once", file=sys.stderr)

@@ -92,7 +92,7 @@ def test_end_to_end_tensorboard_tags(pendulum_run):
     # the logged evaluation is what the saved policy scores: an independent rollout of final.pt's actor
     # (gymnasium directly, ddpg.py's evaluation seeds: seed + 100000) gives the same return
     final = ddpg.load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    state = {k[len("actor."):]: v for k, v in final["learner"].items() if k.startswith("actor.")}
+    state = {k[len("actor."):]: v for k, v in final["learner"]["nets"].items() if k.startswith("actor.")}
     env, total = gym.make("Pendulum-v1"), 0.0
     obs, _ = env.reset(seed=1 + 100_000)
     for _ in range(200):
@@ -175,7 +175,7 @@ def test_end_to_end_checkpoints_exist_and_load(pendulum_run):
     run_dir, _, _ = pendulum_run
     for name in ["latest.pt", "final.pt"]:
         ckpt = ddpg.load_checkpoint(run_dir / "checkpoints" / name)
-        assert ckpt["global_step"] == 400 and ckpt["env_id"] == "Pendulum-v1"
+        assert ckpt["loop"]["step"] == 400 and ckpt["env_id"] == "Pendulum-v1"
         saved = ckpt["args"]
         args = ddpg.Args(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])})
         learner = ddpg.Learner(ckpt["obs_dim"], ckpt["act_dim"], np.array([-2.0]), np.array([2.0]), args)
@@ -228,15 +228,15 @@ def test_determinism_same_seed_same_weights(pendulum_run, tmp_path):
     assert rc == 0, err
     a, b, c = (load(d / "checkpoints" / "final.pt")
                for d in [run_a, single_run_dir(tmp_path / "b"), single_run_dir(tmp_path / "c")])
-    assert a["learner"].keys() == b["learner"].keys()
-    for k in a["learner"]:
-        assert torch.equal(a["learner"][k], b["learner"][k]), f"seed 1 twice: {k} differs"
+    assert a["learner"]["nets"].keys() == b["learner"]["nets"].keys()
+    for k in a["learner"]["nets"]:
+        assert torch.equal(a["learner"]["nets"][k], b["learner"]["nets"][k]), f"seed 1 twice: {k} differs"
     for opt in ["actor_opt", "critic_opt"]:
-        for key, state in a[opt]["state"].items():
+        for key, state in a["learner"][opt]["state"].items():
             for name, t in state.items():
-                assert torch.equal(t, b[opt]["state"][key][name]), (opt, key, name)
-    weights = [k for k in a["learner"] if "weight" in k]
-    assert all(not torch.equal(a["learner"][k], c["learner"][k]) for k in weights), "seed 2 gave equal weights"
+                assert torch.equal(t, b["learner"][opt]["state"][key][name]), (opt, key, name)
+    weights = [k for k in a["learner"]["nets"] if "weight" in k]
+    assert all(not torch.equal(a["learner"]["nets"][k], c["learner"]["nets"][k]) for k in weights), "seed 2 gave equal weights"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,11 +393,11 @@ def test_research_option_runs_on_hopper(name, tmp_path):
             assert config[flag[2:].replace("-", "_")] is True, flag
     tags = scalar_tags(run_dir)
     assert tags.get("losses/q_loss") and all(math.isfinite(v) for _, v in tags["losses/q_loss"])
-    critic = {k: v for k, v in ckpt["learner"].items() if k.startswith("critic.")}
+    critic = {k: v for k, v in ckpt["learner"]["nets"].items() if k.startswith("critic.")}
     assert critic["critic.weights.0"].shape[0] == config["num_q"]
     if name == "layer-norms":
         assert "critic.ln_weights.0" in critic and "critic.ln_weights.1" in critic
-        assert "actor.net.1.weight" in ckpt["learner"]  # the LayerNorm after the first Linear
+        assert "actor.net.1.weight" in ckpt["learner"]["nets"]  # the LayerNorm after the first Linear
     if name == "param":
         assert tags.get("noise/param_std") and tags.get("noise/param_distance")
         assert ckpt["noise"]["std"] != 0.1  # it adapted
@@ -473,7 +473,7 @@ def mu_by_hand(learner_state: dict, obs: np.ndarray) -> np.ndarray:
 
 def test_load_policy_acts_like_the_trained_actor(pendulum_run, tmp_path):
     run_dir = pendulum_run[0]
-    state = load(run_dir / "checkpoints" / "final.pt")["learner"]
+    state = load(run_dir / "checkpoints" / "final.pt")["learner"]["nets"]
     torch.manual_seed(123)
     expected_next_draw = torch.rand(1)
     torch.manual_seed(123)

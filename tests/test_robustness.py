@@ -144,7 +144,7 @@ def test_sigint_then_resume_with_buffer_gives_the_uninterrupted_weights(tmp_path
     assert summary["status"] == "interrupted" and summary["total_steps"] == k
     assert not (run_dir / "checkpoints" / "final.pt").exists()
     latest = load(run_dir / "checkpoints" / "latest.pt")
-    assert latest["global_step"] == k and latest["buffer"]["added"] == k
+    assert latest["loop"]["step"] == k and latest["buffer"]["added"] == k
     if k % 200:  # in the middle of an episode the OU state is not zero
         assert latest["noise"]["x"].any()
     # TensorBoard was flushed and closed: every episode end (Pendulum: 200 steps) up to k is there
@@ -166,15 +166,16 @@ def test_sigint_then_resume_with_buffer_gives_the_uninterrupted_weights(tmp_path
     assert straight.returncode == 0, err_a
     a = load(single_run_dir(tmp_path / "a") / "checkpoints" / "final.pt")
     b = load(run_dir / "checkpoints" / "final.pt")
-    assert a["global_step"] == b["global_step"] == 1600
-    assert a["n_updates"] == 1600 - 400
+    assert a["loop"]["step"] == b["loop"]["step"] == 1600
+    assert a["learner"]["n_updates"] == 1600 - 400
     # networks, targets, optimizers, noise, every RNG, the episode in progress, the eval curve:
     # identical to the bit (only the clocks and the runs folder differ; a re-pickled env's bytes
     # differ in pickle's bookkeeping, so the env is compared by its state)
     for ckpt in (a, b):
         ckpt["env_pickle"] = pendulum_state(ckpt["env_pickle"])
         for key in ("wall_time", "learn_time"):
-            del ckpt[key]
+            del ckpt["stats"][key]
+        del ckpt["env_signature"]  # the signature of the pickle's bytes
         del ckpt["args"]["runs_dir"]
     diffs = differences(a, b)
     assert diffs == [], diffs
@@ -205,8 +206,8 @@ def test_sigterm_then_resume_without_buffer_refills_before_updating(tmp_path, sp
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["total_steps"] == k
     latest = load(run_dir / "checkpoints" / "latest.pt")
-    assert latest["global_step"] == k and "buffer" not in latest
-    assert latest["n_updates"] == k - 200
+    assert latest["loop"]["step"] == k and "buffer" not in latest
+    assert latest["learner"]["n_updates"] == k - 200
     # wandb was closed: its log ends with an exit record, after the last history row
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     records = wandb_records(log)
@@ -221,8 +222,8 @@ def test_sigterm_then_resume_without_buffer_refills_before_updating(tmp_path, sp
     assert f"refills for {refill} steps before updates resume" in lines[0]
     final = load(run_dir / "checkpoints" / "final.pt")
     # (k - start) updates before the interruption, none for `refill` steps after it, then one per step
-    assert final["n_updates"] == (k - 200) + (2000 - k - refill)
-    assert final["global_step"] == 2000 and final["episode"] == 10  # Pendulum's episode resumed mid-way
+    assert final["learner"]["n_updates"] == (k - 200) + (2000 - k - refill)
+    assert final["loop"]["step"] == 2000 and final["loop"]["episode"] == 10  # Pendulum's episode resumed mid-way
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["total_steps"] == 2000
     assert [s for s, _ in summary["eval_returns"]] == [1000, 2000]
@@ -260,8 +261,8 @@ def test_resume_unpicklable_env_starts_a_new_episode_and_continues(env_id, tmp_p
     assert lines[2].startswith("warning: this environment's state cannot be saved; the episode in progress")
     final = load(run_dir / "checkpoints" / "final.pt")
     assert final["args"]["policy_lr"] == 1e-3 and final["args"]["total_steps"] == 500
-    assert final["global_step"] == 500 and final["episode"] > first["episode"]
-    assert final["n_updates"] == (300 - 100) + (500 - 300 - 100)
+    assert final["loop"]["step"] == 500 and final["loop"]["episode"] > first["loop"]["episode"]
+    assert final["learner"]["n_updates"] == (300 - 100) + (500 - 300 - 100)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["total_steps"] == 500
     assert [s for s, _ in summary["eval_returns"]] == [300, 500]
@@ -326,7 +327,7 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path, spawn, gap_s)
     assert len(stderr_lines(err)) == 1 and stderr_lines(err)[0].startswith("interrupted"), err
     latest = single_run_dir(tmp_path) / "checkpoints" / "latest.pt"
     assert latest.exists()  # written at step 400 at the latest
-    assert 400 <= load(latest)["global_step"] <= 1600
+    assert 400 <= load(latest)["loop"]["step"] <= 1600
 
 
 def test_kill_9_during_checkpoint_write_leaves_a_loadable_latest(tmp_path):
@@ -371,11 +372,11 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_p
     assert summary["final_eval_return_mean"] is None
     assert not (run_dir / "checkpoints" / "final.pt").exists()
     latest = load(kept)
-    assert latest["global_step"] == (step - 1) // 100 * 100  # the last save before the bad update
-    for name, t in latest["learner"].items():
+    assert latest["loop"]["step"] == (step - 1) // 100 * 100  # the last save before the bad update
+    for name, t in latest["learner"]["nets"].items():
         assert torch.isfinite(t).all(), name
     for opt in ("actor_opt", "critic_opt"):
-        for state in latest[opt]["state"].values():
+        for state in latest["learner"][opt]["state"].values():
             assert all(torch.isfinite(t).all() for t in state.values())
 
 
@@ -626,21 +627,22 @@ ROWS = [
         r"has hidden-sizes=\(32, 32\), but --hidden-sizes is \(16, 16\)"),
     Row("resume-other-num-q", ["--resume", "{earlier}", "--num-q", "2"], r"has num-q=1, but --num-q is 2"),
     Row("checkpoint-newer-format", ["--eval-only", "--checkpoint", "{v99}"],
-        r"v99\.pt has checkpoint format 99, newer than this ddpg\.py \(format 1\); update ddpg\.py"),
+        r"v99\.pt has checkpoint format 99, newer than this ddpg\.py \(format 2\); update ddpg\.py"),
     Row("checkpoint-unknown-setting", ["--eval-only", "--checkpoint", "{new_flag}"],
         r"has settings this ddpg\.py does not know \(shiny_new_flag\)"),
     Row("checkpoint-weights-do-not-fit", ["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", "{reshaped}"],
-        r"does not fit the network: size mismatch for [\w.]+: copying a param with shape", base=False),
+        r"is malformed: learner\['nets'\]\['actor\.net\.0\.weight'\] should be \(16, 3\) torch\.float32, got "
+        r"\(32, 3\)", base=False),
     # hand-edited checkpoints: validated as a whole before anything is built from them
     Row("ckpt-args-lack-env-id", ["--resume", "{no_env_id}"], r"no_env_id/checkpoints/latest\.pt is malformed: "
         r"its settings lack env_id"),
     Row("ckpt-args-lack-env-id-eval", ["--eval-only", "--checkpoint", "{no_env_id}"], r"its settings lack env_id"),
-    Row("ckpt-no-global-step", ["--resume", "{no_global_step}"], r"is malformed: 'global_step' is missing"),
-    Row("ckpt-global-step-negative", ["--resume", "{negative_step}"], r"'global_step' is not what this ddpg\.py wrote"),
+    Row("ckpt-no-global-step", ["--resume", "{no_global_step}"], r"is malformed: loop\['step'\] is missing"),
+    Row("ckpt-global-step-negative", ["--resume", "{negative_step}"], r"loop\['step'\] is not what this ddpg\.py wrote: -5"),
     Row("ckpt-learner-not-a-state-dict", ["--eval-only", "--checkpoint", "{learner_list}"],
-        r"'learner' is not a state dict of tensors"),
+        r"is malformed: learner is not what this ddpg\.py wrote: \[1, 2\]"),
     Row("ckpt-learner-lacks-bounds", ["--eval-only", "--checkpoint", "{no_low}"],
-        r"learner\['low'\] is not a tensor of shape \(1,\)"),
+        r"is malformed: learner\['nets'\]\['low'\] is missing"),
     Row("ckpt-batch-size-negative", ["--resume", "{batch_negative}"],
         r"its settings fail the flags' checks: --batch-size must be positive, got -1"),
     Row("ckpt-hidden-sizes-a-string", ["--eval-only", "--checkpoint", "{hidden_string}"],
@@ -649,10 +651,11 @@ ROWS = [
     Row("ckpt-buffer-wrong-width", ["--resume", "{buffer_wide}"],
         r"buffer\['obs'\] should be \(402, 3\) torch\.float32, got \(402, 5\)"),
     Row("ckpt-buffer-position-out-of-range", ["--resume", "{buffer_pos}"], r"'buffer' positions do not fit: pos 5000"),
-    Row("ckpt-rng-state-empty", ["--resume", "{rng_empty}"], r"'rng' is not what this ddpg\.py wrote: \{\}"),
-    Row("ckpt-obs-wrong-shape", ["--resume", "{obs_wide}"], r"'obs' is not what this ddpg\.py wrote"),
-    Row("ckpt-optimizer-junk", ["--resume", "{opt_junk}"], r"'actor_opt' is not what this ddpg\.py wrote: 'junk'"),
-    Row("ckpt-eval-returns-junk", ["--resume", "{evals_junk}"], r"'eval_returns' is not what this ddpg\.py wrote"),
+    Row("ckpt-rng-state-empty", ["--resume", "{rng_empty}"], r"is malformed: rng\['exploration'\] is missing"),
+    Row("ckpt-obs-wrong-shape", ["--resume", "{obs_wide}"], r"loop\['obs'\] should be \(3,\) float32, got \(7,\)"),
+    Row("ckpt-optimizer-junk", ["--resume", "{opt_junk}"],
+        r"learner\['actor_opt'\] is not what this ddpg\.py wrote: 'junk'"),
+    Row("ckpt-eval-returns-junk", ["--resume", "{evals_junk}"], r"stats\['eval_returns'\] is not what this ddpg\.py"),
     Row("ckpt-obs-dim-zero", ["--eval-only", "--checkpoint", "{obs_dim_zero}"], r"obs_dim/act_dim must be positive"),
     # values that can never work
     Row("buffer-size-one", ["--buffer-size", "1", "--batch-size", "1", "--start-steps", "1"],
@@ -741,19 +744,20 @@ def hostile(tmp_path_factory):
     # hand-edited checkpoints: resume rows get a run folder, eval-only rows the file
     args = latest["args"]
     bad = {"no_env_id": {**latest, "args": {k: v for k, v in args.items() if k != "env_id"}},
-           "no_global_step": {k: v for k, v in latest.items() if k != "global_step"},
-           "negative_step": {**latest, "global_step": -5},
+           "no_global_step": {**latest, "loop": {k: v for k, v in latest["loop"].items() if k != "step"}},
+           "negative_step": {**latest, "loop": {**latest["loop"], "step": -5}},
            "learner_list": {**latest, "learner": [1, 2]},
-           "no_low": {**latest, "learner": {k: v for k, v in latest["learner"].items() if k != "low"}},
+           "no_low": {**latest, "learner": {**latest["learner"],
+                                            "nets": {k: v for k, v in latest["learner"]["nets"].items() if k != "low"}}},
            "batch_negative": {**latest, "args": {**args, "batch_size": -1}},
            "hidden_string": {**latest, "args": {**args, "hidden_sizes": "abc"}},
            "gamma_none": {**latest, "args": {**args, "gamma": None}},
            "buffer_wide": {**latest, "buffer": {**latest["buffer"], "obs": torch.zeros(402, 5)}},
            "buffer_pos": {**latest, "buffer": {**latest["buffer"], "pos": 5000, "capacity": 1000}},
            "rng_empty": {**latest, "rng": {}},
-           "obs_wide": {**latest, "obs": np.zeros(7, dtype=np.float32)},
-           "opt_junk": {**latest, "actor_opt": "junk"},
-           "evals_junk": {**latest, "eval_returns": "junk"},
+           "obs_wide": {**latest, "loop": {**latest["loop"], "obs": np.zeros(7, dtype=np.float32)}},
+           "opt_junk": {**latest, "learner": {**latest["learner"], "actor_opt": "junk"}},
+           "evals_junk": {**latest, "stats": {**latest["stats"], "eval_returns": "junk"}},
            "obs_dim_zero": {**latest, "obs_dim": 0}}
     for name, obj in bad.items():
         (root / name / "checkpoints").mkdir(parents=True)
@@ -810,7 +814,7 @@ def test_broken_env_runs_leave_no_folder_or_a_resumable_one(row, hostile):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "env-error" and summary["final_eval_return_mean"] is None
     kept = load(folder / "checkpoints" / "latest.pt")
-    assert kept["global_step"] == row.saved and kept["env_pickle"] is None
+    assert kept["loop"]["step"] == row.saved and kept["env_pickle"] is None
     assert "final.pt" not in {p.name for p in (folder / "checkpoints").iterdir()}
 
 
@@ -819,7 +823,7 @@ def test_disk_full_keeps_the_previous_checkpoint(hostile):
     ckpt_dir = run_dir / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["latest.pt"], "a temporary file was left behind"
     kept = load(ckpt_dir / "latest.pt")
-    assert kept["global_step"] == 200 and kept["buffer"]["added"] == 200
+    assert kept["loop"]["step"] == 200 and kept["buffer"]["added"] == 200
     assert (ckpt_dir / "latest.pt").stat().st_size < hostile.limits["fsize"]
     # config and events were written under the same limit: only the checkpoint failed
     assert json.loads((run_dir / "config.json").read_text())["exp_name"] == "diskfull"
@@ -870,7 +874,7 @@ def test_an_unpicklable_environment_still_checkpoints_and_resumes(tmp_path):
                                  "new episode"]
     run_dir = single_run_dir(tmp_path)
     latest = load(run_dir / "checkpoints" / "latest.pt")
-    assert latest["global_step"] == 400 and latest["env_pickle"] is None
+    assert latest["loop"]["step"] == 400 and latest["env_pickle"] is None
     rc, _, err = run_cli(["--resume", run_dir, "--total-steps", "600"])
     assert rc == 0, err
     assert "the episode in progress at the interruption is dropped" in err
@@ -887,8 +891,9 @@ def test_a_junk_environment_pickle_drops_the_episode_and_resumes(junk, tmp_path)
     assert ckpt["env_pickle"] is not None  # Pendulum's state pickles: the junk replaces a real one
     ckpt["env_pickle"] = (b"\x80\x04junk" if junk == "bytes" else
                           pickle.dumps(types.SimpleNamespace()).replace(b"types", b"typez"))
+    ckpt["env_signature"] = ddpg.signature(ckpt["env_pickle"])  # junk this user wrote: it does get unpickled
     torch.save(ckpt, path)
-    rc, _, err = run_cli(["--resume", run_dir, "--total-steps", str(ckpt["global_step"] + 200)])
+    rc, _, err = run_cli(["--resume", run_dir, "--total-steps", str(ckpt["loop"]["step"] + 200)])
     assert rc == 0, err
     lines = stderr_lines(err)
     cause = "UnpicklingError" if junk == "bytes" else "ModuleNotFoundError: No module named 'typez'"
@@ -973,7 +978,7 @@ def test_sigterm_stops_an_evaluation_that_never_ends_and_saves(tmp_path, spawn):
     assert time.time() - t0 < 5 and proc.returncode == 143, (proc.returncode, err)
     run_dir = single_run_dir(tmp_path)
     assert stderr_lines(err) == [f"interrupted at step 200; resume with: python ddpg.py --resume {run_dir}"]
-    assert load(run_dir / "checkpoints" / "latest.pt")["global_step"] == 200
+    assert load(run_dir / "checkpoints" / "latest.pt")["loop"]["step"] == 200
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["eval_returns"] == []
 
@@ -1024,4 +1029,4 @@ def test_an_unexpected_exception_is_one_line_with_its_traceback_in_a_file(tmp_pa
     assert "Traceback" in (run_dir / "error.log").read_text() and "a bug in an edited update" in (
         run_dir / "error.log").read_text()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "crashed"
-    assert load(run_dir / "checkpoints" / "latest.pt")["global_step"] == 200
+    assert load(run_dir / "checkpoints" / "latest.pt")["loop"]["step"] == 200
