@@ -589,7 +589,7 @@ class FlagParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> tuple[Args, set[str]]:
     """The Args of a command line (tyro; --help is its), and the names of the flags given explicitly
     (they must agree with a checkpoint's)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = peer_forms(sys.argv[1:] if argv is None else list(argv))
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # tyro's error box: FlagParser says it in one line
             args = tyro.cli(Args, args=argv)
@@ -603,6 +603,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[Args, set[str]]:
         raise UserError(f"invalid arguments: {' '.join(argv)} (python ddpg.py --help lists the flags)") from None
     given = {re.sub(r"^no-", "", a[2:].split("=")[0]).replace("-", "_") for a in argv if a.startswith("--")}
     return args, given
+
+
+def peer_forms(argv: list[str]) -> list[str]:
+    """The flag forms users of other RL libraries type, as ours: --cuda True/False, --device cpu|cuda,
+    --hidden-sizes 64,64; the ones with no equivalent are refused with the form to use."""
+    out, i = [], 0
+    while i < len(argv):
+        a, nxt = argv[i], argv[i + 1] if i + 1 < len(argv) else None
+        if a in ("--cuda", "--torch-deterministic", "--track", "--capture-video", "--save-buffer") and nxt in (
+                "True", "False", "true", "false"):
+            out.append(a if nxt.lower() == "true" else "--no-" + a[2:])
+            i += 2
+            continue
+        if a == "--device" or a.startswith("--device="):
+            device = a.split("=", 1)[1] if "=" in a else nxt
+            if device not in ("cpu", "cuda"):
+                raise UserError(f"--device {device}: ddpg.py trains on the CPU (--no-cuda) or the default CUDA device "
+                                "(--cuda); pick a GPU with CUDA_VISIBLE_DEVICES=N")
+            out.append("--cuda" if device == "cuda" else "--no-cuda")
+            i += 1 if "=" in a else 2
+            continue
+        if a == "--seed" and nxt is not None and i + 2 < len(argv) and re.fullmatch(r"\d+", argv[i + 2]):
+            raise UserError("--seed takes one seed; several seeds are a sweep: python experiments/sweep.py --seeds "
+                            f"{nxt} {argv[i + 2]} ... -- FLAGS")
+        out.append(a)
+        if a == "--hidden-sizes" and nxt is not None and "," in nxt:
+            out += [n for n in nxt.split(",") if n]
+            i += 1
+        i += 1
+    return out
 
 
 # --- environments ---
@@ -647,7 +677,9 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
             env.render()
         except Exception as e:  # e.g. pygame missing for the classic-control envs
             env.close()
-            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: {one_line(e)}") from None
+            gl = " (MuJoCo without a display: install libEGL, e.g. Debian's libegl1, or set MUJOCO_GL)" if (
+                "OpenGL" in str(e) or "GLFW" in str(e)) else ""
+            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: {one_line(e)}{gl}") from None
     return env
 
 
@@ -1566,8 +1598,9 @@ class Run:
         resume = "; resume with: " + self.resume_command() if self.kept() != "none written yet" else ""
         print(f"error: {message}{resume}", file=sys.stderr)
 
-    def resume_command(self) -> str:
-        return f"python ddpg.py --resume {shlex.quote(str(self.run_dir))}"
+    def resume_command(self) -> str:  # as started: the installed `ddpg` command, or python ddpg.py
+        script = "ddpg" if Path(sys.argv[0]).name == "ddpg" else "python ddpg.py"
+        return f"{script} --resume {shlex.quote(str(self.run_dir))}"
 
     def execute(self) -> int:
         """train() with the run around it: signals, faults, the last checkpoints and summary.json. The exit code."""
@@ -1632,6 +1665,16 @@ class Run:
         return self.exit_code
 
 
+def pick_gl_backend(args: Args) -> None:
+    """MuJoCo renders through GLFW, which needs a display: with --capture-video and none, pick EGL (or OSMesa) where
+    its library is installed, before mujoco is imported. MUJOCO_GL, when set, is the user's choice."""
+    if args.capture_video and not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
+        import ctypes.util
+        backend = next((gl for gl, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if ctypes.util.find_library(lib)), None)
+        if backend and "mujoco" not in sys.modules:
+            os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = backend
+
+
 def pick_device(args: Args) -> torch.device:
     return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
@@ -1675,6 +1718,7 @@ def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
         torch.set_num_threads(args.torch_threads)
     seed_everything(args.seed, args.torch_deterministic)
     device = pick_device(args)
+    pick_gl_backend(args)
     env = make_env(args.env_id, args.max_episode_steps)
     eval_env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
     check_env(eval_env, args.env_id)
@@ -1701,6 +1745,12 @@ def setup(args: Args, given: set[str], interrupted: Interrupted) -> Run:
             run.refill_until = max(args.start_steps, args.batch_size)
     else:
         run.run_dir = new_run_dir(args)
+        if args.total_steps <= max(args.start_steps, args.batch_size):
+            print(f"warning: --total-steps {args.total_steps} ends within --start-steps {args.start_steps} of random "
+                  "actions: this run makes no update and learns nothing", file=sys.stderr)
+    threads = args.torch_threads or f"0 = the free cores (up to {run.cores.most})"
+    say(f"{'resuming' if ckpt else 'training'} {args.env_id} in {run.run_dir} on {device}"
+        f"{' (--cuda: no CUDA device here)' if args.cuda and device.type == 'cpu' else ''}, torch threads {threads}")
     try:
         start_run_dir(run, ckpt)
     except BaseException:  # a failed or interrupted start leaves no new, empty run folder behind
@@ -1830,6 +1880,7 @@ def eval_only(args: Args, given: set[str]) -> int:
         raise UserError(f"checkpoint {ckpt['path']} was trained on {saved['env_id']}, not on {args.env_id}")
     check_compatible(ckpt, args, given)
     device = pick_device(args)
+    pick_gl_backend(args)
     env = make_env(args.env_id, args.max_episode_steps, render_mode="rgb_array" if args.capture_video else None)
     check_env(env, args.env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -1856,41 +1907,89 @@ def eval_only(args: Args, given: set[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Flush denormal floats (below 1.2e-38) to zero on CPU. Adam's moments of a weight whose gradient
-    # stays zero (a dead ReLU unit) decay into that range, about one value in six after 1,500 updates
-    # on HopperBulletEnv-v0, and x86 computes on denormals many times slower; as zeros they change nothing
-    # that matters. First thing: torch's worker threads, started later, inherit the setting.
-    torch.set_flush_denormal(True)
-    interrupted, stage = Interrupted(), "start-up"  # Ctrl-C and SIGTERM from here on: see Interrupted
+    """The command line: python ddpg.py FLAGS (or the `ddpg` command). Returns the exit code."""
+    return run_main(argv)[0]
+
+
+def learn(**flags) -> tuple[Path, dict]:
+    """Train from Python (a notebook, a script) with the command line's flags as keywords, e.g.
+    ddpg.learn(env_id="Pendulum-v1", total_steps=20_000, hidden_sizes=(64, 64)). Returns the run folder and its
+    summary.json; raises RuntimeError when no run started (the error line says why). The process is left as it
+    was: torch's threads and modes, the global random states, the signal handlers."""
+    argv = []
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, *map(str, value if isinstance(value, (list, tuple)) else [value])]
+    code, run = run_main(argv)
+    if run is None or not (run.run_dir / "summary.json").exists():
+        raise RuntimeError(f"ddpg.py exited with {code} before a run started; its error line says why")
+    return run.run_dir, json.loads((run.run_dir / "summary.json").read_text())
+
+
+@contextlib.contextmanager
+def process_kept():
+    """What a run changes in its process, put back afterwards: torch's threads, denormal and determinism modes,
+    and the global random states (a notebook goes on as before)."""
+    threads, deterministic, cudnn = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
+        torch.backends.cudnn.deterministic
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        args, given = parse_args(argv)
-        if args.eval_only:
-            stage = "the evaluation"
-            return eval_only(args, given)
-        run = setup(args, given, interrupted)
-        stage = "the run"
-        return run.execute()  # the run handles its own faults and signals
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a bug at start-up or in --eval-only (an edited Learner, say): one line, like the loop's
-        log = Path(tempfile.mkstemp(prefix="ddpg-error-", suffix=".log")[1])
-        log.write_text("".join(traceback.format_exception(e)))
-        print(f"error: unexpected {type(e).__name__} during {stage}: {one_line(e)} (traceback in {log})",
-              file=sys.stderr)
-        return 1
-    except Stop as e:
-        if stage == "the run":  # a further signal while the run was closing: its files are whole (atomic writes)
-            print("interrupted again: stopped at once", file=sys.stderr)
-        else:
-            print(f"interrupted ({signal.Signals(e.signum).name}) during {stage}; nothing was saved", file=sys.stderr)
-        return 128 + e.signum
+        yield
     finally:
-        interrupted.restore()
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)  # torch's default; it has no getter
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic = cudnn
+        random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
 
 
-if __name__ == "__main__":
+def run_main(argv: list[str] | None) -> tuple[int, Run | None]:
+    run = None
+    with process_kept():
+        # Flush denormal floats (below 1.2e-38) to zero on CPU. Adam's moments of a weight whose gradient
+        # stays zero (a dead ReLU unit) decay into that range, about one value in six after 1,500 updates
+        # on HopperBulletEnv-v0, and x86 computes on denormals many times slower; as zeros they change nothing
+        # that matters. First thing: torch's worker threads, started later, inherit the setting.
+        torch.set_flush_denormal(True)
+        interrupted, stage = Interrupted(), "start-up"  # Ctrl-C and SIGTERM from here on: see Interrupted
+        try:
+            args, given = parse_args(argv)
+            if args.eval_only:
+                stage = "the evaluation"
+                return eval_only(args, given), None
+            run = setup(args, given, interrupted)
+            stage = "the run"
+            return run.execute(), run  # the run handles its own faults and signals
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2, run
+        except Exception as e:  # a bug at start-up or in --eval-only (an edited Learner, say): one line, like the loop's
+            log = Path(tempfile.mkstemp(prefix="ddpg-error-", suffix=".log")[1])
+            log.write_text("".join(traceback.format_exception(e)))
+            print(f"error: unexpected {type(e).__name__} during {stage}: {one_line(e)} (traceback in {log})",
+                  file=sys.stderr)
+            return 1, run
+        except Stop as e:
+            if stage == "the run":  # a further signal while the run was closing: its files are whole (atomic writes)
+                print("interrupted again: stopped at once", file=sys.stderr)
+            else:
+                print(f"interrupted ({signal.Signals(e.signum).name}) during {stage}; nothing was saved",
+                      file=sys.stderr)
+            return 128 + e.signum, run
+        finally:
+            interrupted.restore()
+
+
+def cli() -> None:
+    """The `ddpg` command of `pip install .` (pyproject.toml), and python ddpg.py."""
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
     code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C must not break the exit
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()
