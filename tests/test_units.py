@@ -121,7 +121,8 @@ def test_bellman_target_through_buffer_and_critic_loss(monkeypatch):
 
 def sampled_pairs(buffer: ddpg.ReplayBuffer, n=4000) -> set[tuple[float, float]]:
     torch.manual_seed(1)
-    obs, _, _, _, next_obs = buffer.sample(n)
+    batch = buffer.sample(n)
+    obs, next_obs = batch.obs, batch.next_obs
     return set(zip(obs[:, 0].tolist(), next_obs[:, 0].tolist()))
 
 
@@ -144,7 +145,7 @@ def test_buffer_sampling_is_uniform_over_transitions():
             buffer.add([k], [0.0], 0.0, False, [k + 1], episode_end=t == length - 1)
     torch.manual_seed(2)
     n = 200_000
-    obs = buffer.sample(n)[0][:, 0]
+    obs = buffer.sample(n).obs[:, 0]
     counts = {k: int((obs == k).sum()) for k in ids}
     assert sum(counts.values()) == n  # nothing else (no final-only slot, no empty slot) is drawn
     for k, c in counts.items():  # expected 20000 each; binomial sd ~ 134
