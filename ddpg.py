@@ -1630,7 +1630,7 @@ class Run:
         final, st = self.last_eval if self.status == "finished" else None, self.stats
         self.write_summary({
             "status": self.status, "env_id": self.args.env_id, "exp_name": self.args.exp_name, "seed": self.args.seed,
-            "total_steps": self.state.step, "episodes": self.state.episode,
+            "steps": self.state.step, "episodes": self.state.episode,
             "final_eval_return_mean": float(final.mean()) if final is not None else None,
             "final_eval_return_std": float(final.std()) if final is not None else None,
             "wall_time_s": round(self.wall_before + time.time() - self.t_start, 3),

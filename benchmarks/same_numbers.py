@@ -81,7 +81,9 @@ def compare(a: Path, b: Path, name: str) -> list[str]:
             if not same:
                 diffs.append(f"{name} {ckpt}{k}: differs")
     sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
-    for key in ["eval_returns", "final_eval_return_mean", "final_eval_return_std", "total_steps", "episodes"]:
+    for s in (sa, sb):  # summary.json's "steps" was "total_steps" before 2026-12
+        s.setdefault("steps", s.get("total_steps"))
+    for key in ["eval_returns", "final_eval_return_mean", "final_eval_return_std", "steps", "episodes"]:
         if sa[key] != sb[key]:
             diffs.append(f"{name} summary {key}: {sa[key]} != {sb[key]}")
     return diffs

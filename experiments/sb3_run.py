@@ -149,7 +149,7 @@ def train_one(ns: argparse.Namespace, seed: int) -> int:
         learn_s = time.time() - learn_start[0] - eval_s[0] if learn_start[0] else None
         ddpg.write_json(run_dir / "summary.json", {
             "status": status, "env_id": ns.env_id, "exp_name": ns.exp_name, "seed": seed,
-            "total_steps": int(model.num_timesteps), "episodes": int(model._episode_num),
+            "steps": int(model.num_timesteps), "episodes": int(model._episode_num),
             "final_eval_return_mean": float(final.mean()) if final is not None else None,
             "final_eval_return_std": float(final.std()) if final is not None else None,
             "wall_time_s": round(wall, 3),

@@ -129,7 +129,7 @@ def test_a_checkpoint_without_a_flag_of_this_file_resumes_and_evaluates_with_its
     assert rc == 0, err
     warning = [ln for ln in err.splitlines() if "was written before ddpg.py had" in ln]
     assert len(warning) == 1 and "--q-data-fraction (takes its default 1.0)" in warning[0] and "--ou-dt" in warning[0]
-    assert json.loads((run_dir / "summary.json").read_text())["total_steps"] == 600
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 600
     rc, out, err = run_cli(["--env-id", "Pendulum-v1", "--eval-only", "--checkpoint", run_dir, "--eval-episodes", "1"])
     assert rc == 0 and "mean return" in out, err
     assert repr(ddpg.load_policy(run_dir)).startswith("Policy(Pendulum-v1, step 600")
@@ -173,7 +173,7 @@ def test_a_format_1_checkpoint_resumes_evaluates_and_loads(tmp_path):
     assert rc == 0, err
     assert "warning" not in err, err  # a complete format-1 checkpoint lacks nothing
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["total_steps"] == 900
+    assert summary["status"] == "finished" and summary["steps"] == 900
     latest = load(run_dir / "checkpoints" / "latest.pt")
     assert latest["format_version"] == ddpg.CHECKPOINT_FORMAT and latest["loop"]["step"] == 900
     assert latest["learner"]["n_updates"] == 900 - 200  # the buffer came back: no refill

@@ -116,7 +116,7 @@ def test_hyperparameter_table_holds_every_flag_and_value(pendulum_run):
     rows = dict(re.findall(r"^\|(\w+)\|(.*)\|$", texts[0], flags=re.M))
     config = json.loads((run_dir / "config.json").read_text())
     assert set(config) <= set(rows), set(config) - set(rows)
-    assert rows["env_id"] == "Pendulum-v1" and rows["batch_size"] == "32" and rows["total_steps"] == "400"
+    assert rows["env_id"] == "Pendulum-v1" and rows["batch_size"] == "32" and rows["steps"] == "400"
     assert rows["noise_type"] == "gaussian" and rows["num_q"] == "1" and rows["hidden_sizes"] == "(32, 32)"
 
 
@@ -187,11 +187,11 @@ def test_end_to_end_checkpoints_exist_and_load(pendulum_run):
 def test_end_to_end_summary(pendulum_run):
     run_dir, out, _ = pendulum_run
     summary = json.loads((run_dir / "summary.json").read_text())
-    for key in ["env_id", "seed", "total_steps", "final_eval_return_mean", "final_eval_return_std", "wall_time_s",
+    for key in ["env_id", "seed", "steps", "final_eval_return_mean", "final_eval_return_std", "wall_time_s",
                 "learning_sps", "eval_returns"]:
         assert key in summary, key
     assert summary["status"] == "finished"
-    assert summary["env_id"] == "Pendulum-v1" and summary["seed"] == 1 and summary["total_steps"] == 400
+    assert summary["env_id"] == "Pendulum-v1" and summary["seed"] == 1 and summary["steps"] == 400
     # the final evaluation, recomputed here: final.pt's deterministic policy on Pendulum-v1's episode seed 1 + 100000
     policy, env, ret = ddpg.load_policy(run_dir), gym.make("Pendulum-v1"), 0.0
     obs, _ = env.reset(seed=100_001)
@@ -380,7 +380,7 @@ def test_research_option_runs_on_hopper(name, tmp_path):
         assert chatter not in out + err, (chatter, out, err)
     run_dir = single_run_dir(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["total_steps"] == 300
+    assert summary["status"] == "finished" and summary["steps"] == 300
     assert math.isfinite(summary["final_eval_return_mean"])
     ckpt = load(run_dir / "checkpoints" / "final.pt")
     config = ckpt["args"]

@@ -40,7 +40,7 @@ def test_pendulum_learns(name, background_runs):
     assert rc == 0, err
     summary = json.loads((single_run_dir(runs_dir) / "summary.json").read_text())
     steps = CONFIGS[name][0]
-    assert summary["status"] == "finished" and summary["total_steps"] == steps
+    assert summary["status"] == "finished" and summary["steps"] == steps
     curve = summary["eval_returns"]
     assert [step for step, _ in curve] == list(range(5000, steps + 1, 5000))
     final = summary["final_eval_return_mean"]

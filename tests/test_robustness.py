@@ -141,7 +141,7 @@ def test_sigint_then_resume_with_buffer_gives_the_uninterrupted_weights(tmp_path
     assert run_dir == single_run_dir(tmp_path / "b")
     assert 800 <= k < 1600
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["total_steps"] == k
+    assert summary["status"] == "interrupted" and summary["steps"] == k
     assert not (run_dir / "checkpoints" / "final.pt").exists()
     latest = load(run_dir / "checkpoints" / "latest.pt")
     assert latest["loop"]["step"] == k and latest["buffer"]["added"] == k
@@ -160,7 +160,7 @@ def test_sigint_then_resume_with_buffer_gives_the_uninterrupted_weights(tmp_path
     assert single_run_dir(tmp_path / "b") == run_dir
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # one per session
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["total_steps"] == 1600
+    assert summary["status"] == "finished" and summary["steps"] == 1600
 
     out_a, err_a = straight.communicate(timeout=300)
     assert straight.returncode == 0, err_a
@@ -204,7 +204,7 @@ def test_sigterm_then_resume_without_buffer_refills_before_updating(tmp_path, sp
     refill = 200  # max(--start-steps, --batch-size)
     assert 400 <= k < 2000 - refill, "interrupted too late for the refill to be visible"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["total_steps"] == k
+    assert summary["status"] == "interrupted" and summary["steps"] == k
     latest = load(run_dir / "checkpoints" / "latest.pt")
     assert latest["loop"]["step"] == k and "buffer" not in latest
     assert latest["learner"]["n_updates"] == k - 200
@@ -225,7 +225,7 @@ def test_sigterm_then_resume_without_buffer_refills_before_updating(tmp_path, sp
     assert final["learner"]["n_updates"] == (k - 200) + (2000 - k - refill)
     assert final["loop"]["step"] == 2000 and final["loop"]["episode"] == 10  # Pendulum's episode resumed mid-way
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["total_steps"] == 2000
+    assert summary["status"] == "finished" and summary["steps"] == 2000
     assert [s for s, _ in summary["eval_returns"]] == [1000, 2000]
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2  # the resumed session logged too
 
@@ -264,7 +264,7 @@ def test_resume_unpicklable_env_starts_a_new_episode_and_continues(env_id, tmp_p
     assert final["loop"]["step"] == 500 and final["loop"]["episode"] > first["loop"]["episode"]
     assert final["learner"]["n_updates"] == (300 - 100) + (500 - 300 - 100)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["total_steps"] == 500
+    assert summary["status"] == "finished" and summary["steps"] == 500
     assert [s for s, _ in summary["eval_returns"]] == [300, 500]
 
 
@@ -368,7 +368,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_p
     # the first NaN reward is the transition of step NAN_REWARD_AFTER + 1; updates sample it soon after
     assert envs.NAN_REWARD_AFTER < step < 2000
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["total_steps"] == step
+    assert summary["status"] == "diverged" and summary["steps"] == step
     assert summary["final_eval_return_mean"] is None
     assert not (run_dir / "checkpoints" / "final.pt").exists()
     latest = load(kept)
@@ -861,7 +861,7 @@ def test_a_run_stopped_by_an_environment_fault_resumes_to_the_end(tmp_path):
     assert rc == 0, err
     assert "the episode in progress at the interruption is dropped" in err
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["total_steps"] == 400
+    assert summary["status"] == "finished" and summary["steps"] == 400
     assert [s for s, _ in summary["eval_returns"]] == [200, 400]
 
 
@@ -878,7 +878,7 @@ def test_an_unpicklable_environment_still_checkpoints_and_resumes(tmp_path):
     rc, _, err = run_cli(["--resume", run_dir, "--total-steps", "600"])
     assert rc == 0, err
     assert "the episode in progress at the interruption is dropped" in err
-    assert json.loads((run_dir / "summary.json").read_text())["total_steps"] == 600
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 600
 
 
 @pytest.mark.parametrize("junk", ["bytes", "missing-class"])

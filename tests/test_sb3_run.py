@@ -43,7 +43,7 @@ def test_summary_has_ddpg_py_fields_and_its_evaluation_steps(td3_run, tmp_path):
     assert rc == 0, err
     ours = json.loads((single_run_dir(tmp_path) / "summary.json").read_text())
     assert set(summary) == set(ours)
-    assert summary["status"] == "finished" and summary["total_steps"] == 600 and summary["seed"] == 3
+    assert summary["status"] == "finished" and summary["steps"] == 600 and summary["seed"] == 3
     assert [s for s, _ in summary["eval_returns"]] == [300, 600]
     assert summary["final_eval_return_mean"] == summary["eval_returns"][-1][1]
     assert -1800 < summary["final_eval_return_mean"] < 0  # Pendulum's returns, 2 episodes of 200 steps

@@ -247,7 +247,7 @@ def test_local_sweep_runs_every_trial_into_its_own_folder(local_sweep):
     found = summaries(runs_dir)
     assert set(found) == {("tiny_noise-type-gaussian", 1), ("tiny_noise-type-gaussian", 2),
                           ("tiny_noise-type-ou", 1), ("tiny_noise-type-ou", 2)}
-    assert all(s["status"] == "finished" and s["total_steps"] == 400 for s in found.values())
+    assert all(s["status"] == "finished" and s["steps"] == 400 for s in found.values())
     configs = [json.loads(p.read_text()) for p in runs_dir.glob("*/config.json")]
     assert {c["noise_type"] for c in configs} == {"gaussian", "ou"}
     assert all(c["torch_threads"] == 0 and c["cuda"] is False and c["hidden_sizes"] == [32, 32] for c in configs)
@@ -306,12 +306,12 @@ def test_interrupted_sweep_resumes_its_trials(tmp_path):
     assert proc.returncode == 130, out
     assert "1 stopped" in out
     (summary,) = summaries(tmp_path / "runs" / "stop").values()
-    assert summary["status"] == "interrupted" and summary["total_steps"] < 1000
+    assert summary["status"] == "interrupted" and summary["steps"] < 1000
     again = run_sweep(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 to resume" in again.stdout
     (summary,) = summaries(tmp_path / "runs" / "stop").values()  # the same folder, finished
-    assert summary["status"] == "finished" and summary["total_steps"] == 1000
+    assert summary["status"] == "finished" and summary["steps"] == 1000
 
 
 def test_plot_of_the_sweep(local_sweep):
