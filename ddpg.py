@@ -1915,7 +1915,8 @@ def learn(**flags) -> tuple[Path, dict]:
     """Train from Python (a notebook, a script) with the command line's flags as keywords, e.g.
     ddpg.learn(env_id="Pendulum-v1", total_steps=20_000, hidden_sizes=(64, 64)). Returns the run folder and its
     summary.json; raises RuntimeError when no run started (the error line says why). The process is left as it
-    was: torch's threads and modes, the global random states, the signal handlers."""
+    was: torch's threads and modes, the global random states, the signal handlers (torch's worker threads keep
+    flushing denormals to zero: torch can set that only on the calling thread)."""
     argv = []
     for name, value in flags.items():
         flag = "--" + name.replace("_", "-")

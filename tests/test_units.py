@@ -793,25 +793,35 @@ def test_load_checkpoint_refuses_bad_files_with_user_error(tmp_path, content):
         ddpg.load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_main_flushes_denormals_to_zero_on_every_worker_thread():
-    """ddpg.main turns on flush-to-zero first, so torch's worker threads, started later, have it too:
-    a product that lands in the denormal range comes out exactly zero on every element."""
+def test_main_flushes_denormals_to_zero_on_every_worker_thread_and_puts_the_process_back():
+    """ddpg.main turns on flush-to-zero first, so torch's worker threads, started later, have it too: a product
+    that lands in the denormal range comes out exactly zero on every element. When main returns, the caller's
+    process is as it was (a notebook): denormals again, and the caller's threads and random state."""
     code = """
-import torch, ddpg
+import random, torch, ddpg
 torch.set_num_threads(2)
-try:
-    ddpg.main(["--help"])  # parses nothing but --help; flush-to-zero is set before the parsing
-except SystemExit:
-    pass
-x = torch.full((1 << 20,), 1e-30)  # a normal float32; x * 1e-9 would be a denormal
-y = x * 1e-9  # a parallel op: both worker threads compute half of it
-print(int((y == 0).sum()), y.numel())
+torch.manual_seed(7)
+def inside(argv):  # stands in for the flag parsing, the first thing main does after turning flush-to-zero on
+    global x
+    x = torch.full((1 << 20,), 1e-30)  # a normal float32; x * 1e-9 would be a denormal
+    y = x * 1e-9  # a parallel op: both worker threads (started now) compute half of it
+    print(int((y == 0).sum()), y.numel())
+    torch.set_num_threads(1), torch.manual_seed(0), random.seed(0)  # what a run changes
+    raise ddpg.UserError("stop here")
+ddpg.parse_args = inside
+rng = torch.get_rng_state()
+assert ddpg.main([]) == 2
+small = x[:100] * 1e-9  # too small to split: the caller's own thread computes it
+print(int((small == 0).sum()), torch.get_num_threads(), torch.equal(torch.get_rng_state(), rng))
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(ddpg.__file__).parent, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    zeros, n = map(int, proc.stdout.split()[-2:])
+    inside, after = proc.stdout.splitlines()[-2:]
+    zeros, n = map(int, inside.split())
     assert zeros == n  # without flush-to-zero every element is about 1e-39, none zero
+    assert after.split() == ["0", "2", "True"]  # after main: denormals on the caller's thread (torch's workers
+    # keep flush-to-zero: torch cannot reset it on them), 2 threads, the caller's RNG state
 
 
 @pytest.mark.parametrize("others, threads", [(0.0, 2), (0.4, 2), (0.6, 1), (1.0, 1), (1.9, 1)])
