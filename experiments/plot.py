@@ -26,10 +26,13 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-import numpy as np
-from scipy import stats
+try:
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from scipy import stats
+except ImportError as e:  # ddpg.py's requirements lack the plotting ones
+    sys.exit(f"error: plot.py needs {e.name}: pip install -r experiments/requirements.txt")
 
 matplotlib.use("Agg")  # files only, no display: before the first figure
 
@@ -286,7 +289,7 @@ def plot(groups: list[Group], title: str | None, confidence: float, resamples: i
     for ax, env_id in zip(axes.flat, envs, strict=False):  # more panels than envs: the rest are hidden
         for group in (g for g in groups if g.env_id == env_id):
             steps, mean, low, high = curve_stats(group, confidence, resamples)
-            ax.plot(steps, mean, color=colors[group.label])
+            ax.plot(steps, mean, color=colors[group.label], marker="o" if len(steps) < 12 else None, markersize=3)
             ax.fill_between(steps, low, high, color=colors[group.label], alpha=0.2, linewidth=0)
         ax.set(title=env_id, xlabel="environment steps", ylabel="eval return (mean over seeds)")
         ax.grid(alpha=0.3)

@@ -655,7 +655,7 @@ def print_summary(tally: Tally, skipped: int, seconds: float, runs_dir: Path, co
         print("re-run the same command to finish the sweep")
     plot = os.path.relpath(HERE / "plot.py")
     plot = plot if not plot.startswith("..") else HERE / "plot.py"
-    print(f"runs in {runs_dir}; plot with: python {plot} {runs_dir} --out docs/figs/{runs_dir.name}")
+    print(f"runs in {runs_dir}; plot with: python {plot} {runs_dir} --out {runs_dir}/plot")
 
 
 def default_workers() -> int:
