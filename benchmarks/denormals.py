@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -70,7 +71,7 @@ def worker(cfg: dict) -> dict:
             noise.reset(learner.actor, rng)
         if step > args.start_steps:
             metrics = learner.update(buffer.sample(args.batch_size))
-            bool(torch.isfinite(torch.stack(metrics)).all())  # the divergence guard, Run.diverged
+            all(math.isfinite(v) for v in ddpg.scalars(metrics).values())  # the divergence guard, Run.diverged
             noise.adapt(step, learner.actor, buffer)
     ms = (time.perf_counter() - t_measure) / cfg["measure"] * 1e3
     tiny, denormal, total = torch.finfo(torch.float32).tiny, 0, 0

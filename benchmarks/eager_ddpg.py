@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from collections import namedtuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,6 +30,8 @@ def mlp(sizes: list[int], out_act: nn.Module | None = None) -> nn.Sequential:
     if out_act is not None:
         layers.append(out_act)
     return nn.Sequential(*layers)
+
+Batch = namedtuple("Batch", "obs act rew terminated next_obs")  # the same field names as ddpg.Batch
 
 
 class Actor(nn.Module):
@@ -148,5 +151,5 @@ class NumpyReplay:
 
     def sample(self, batch_size: int):
         idx = np.random.randint(0, self.size, size=batch_size)
-        return tuple(torch.as_tensor(a[idx], device=self.device)
-                     for a in (self.obs, self.actions, self.rewards, self.terminated, self.next_obs))
+        return Batch(*(torch.as_tensor(a[idx], device=self.device)
+                       for a in (self.obs, self.actions, self.rewards, self.terminated, self.next_obs)))
