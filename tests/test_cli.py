@@ -326,6 +326,22 @@ def test_capture_video_writes_mp4(tmp_path):
     assert len(videos) == 2  # one per evaluation (steps 200 and 400)
 
 
+@pytest.mark.skipif(not __import__("ctypes.util").util.find_library("EGL"), reason="no libEGL on this machine")
+def test_capture_video_on_mujoco_without_a_display_picks_egl(tmp_path):
+    """MuJoCo renders through GLFW, which needs a display: without one (and without MUJOCO_GL) ddpg.py picks EGL,
+    so a headless Hopper-v5 run writes its video instead of failing with 'an OpenGL platform library ...'."""
+    env = {k: "" for k in ("DISPLAY",)}
+    cmd, full_env = cli_command(["--env-id", "Hopper-v5", *TINY, "--total-steps", "200", "--eval-every", "200",
+                                 "--save-every", "200", "--max-episode-steps", "30", "--capture-video", "--runs-dir",
+                                 tmp_path], env)
+    full_env.pop("MUJOCO_GL", None)
+    full_env.pop("PYOPENGL_PLATFORM", None)
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    videos = list((single_run_dir(tmp_path) / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000, videos
+
+
 def test_capture_video_on_pybullet_then_eval_only_video(tmp_path):
     """PyBullet renders headless on the CPU: training evaluations and --eval-only both write mp4s."""
     rc, out, err = run_cli(["--env-id", "HopperBulletEnv-v0", *TINY, "--total-steps", "200", "--eval-every", "200",
