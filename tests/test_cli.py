@@ -116,7 +116,7 @@ def test_hyperparameter_table_holds_every_flag_and_value(pendulum_run):
     rows = dict(re.findall(r"^\|(\w+)\|(.*)\|$", texts[0], flags=re.M))
     config = json.loads((run_dir / "config.json").read_text())
     assert set(config) <= set(rows), set(config) - set(rows)
-    assert rows["env_id"] == "Pendulum-v1" and rows["batch_size"] == "32" and rows["steps"] == "400"
+    assert rows["env_id"] == "Pendulum-v1" and rows["batch_size"] == "32" and rows["total_steps"] == "400"
     assert rows["noise_type"] == "gaussian" and rows["num_q"] == "1" and rows["hidden_sizes"] == "(32, 32)"
 
 
