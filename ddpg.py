@@ -1465,7 +1465,10 @@ class Run:
 
     def diverged(self, metrics: Metrics) -> bool:
         """The divergence guard: a non-finite scalar metric stops the run, keeping the last checkpoint."""
-        values = scalars(metrics)
+        with contextlib.suppress(RuntimeError, TypeError):  # all scalar tensors: one op and one wait, as a rule
+            if bool(torch.stack(tuple(metrics)).isfinite().all()):
+                return False
+        values = scalars(metrics)  # else (or to name the culprit) each scalar metric by name
         bad = [name for name, v in values.items() if not math.isfinite(v)]
         if not bad:
             return False
