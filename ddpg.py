@@ -440,7 +440,8 @@ class Learner(nn.Module):
 def make_parts(args: Args, env: gym.Env, device: torch.device | str = "cpu") -> tuple[Learner, ReplayBuffer, Noise]:
     """The algorithm's parts for env, built from the flags, ready to use (setup() makes a run's with it)."""
     obs_dim, space = env.observation_space.shape[0], env.action_space
-    learner = Learner(obs_dim, space.shape[0], space.low.astype(np.float64), space.high.astype(np.float64), args, device)
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    learner = Learner(obs_dim, space.shape[0], low, high, args, device)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, space.shape[0], device)
     noise = NOISES[args.noise_type](args, learner.actor, space, env.spec.max_episode_steps if env.spec else None)
     return learner, buffer, noise
@@ -679,7 +680,8 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str
             env.close()
             gl = " (MuJoCo without a display: install libEGL, e.g. Debian's libegl1, or set MUJOCO_GL)" if (
                 "OpenGL" in str(e) or "GLFW" in str(e)) else ""
-            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: {one_line(e)}{gl}") from None
+            raise UserError(f"cannot render {env_id} for --capture-video: {type(e).__name__}: "
+                            f"{one_line(e)}{gl}") from None
     return env
 
 
@@ -873,8 +875,9 @@ CHECKPOINT_FORMAT = 2  # 2: one entry per part; 1 (flat, before 2026-12) is stil
 SHAPE_FLAGS = ("env_id", "hidden_sizes", "num_q", "actor_layer_norm", "critic_layer_norm")  # fix the networks
 SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # this file: a checkpoint says who wrote it
 _np_core = getattr(np, "_core", None) or np.core
-SAFE_TYPES = [_np_core.multiarray._reconstruct, (_np_core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-              np.ndarray, np.dtype, _np_core.multiarray.scalar, *[v for k, v in vars(np.dtypes).items() if k.endswith("DType")]]
+SAFE_TYPES = [_np_core.multiarray._reconstruct, np.ndarray, np.dtype, _np_core.multiarray.scalar,
+              (_np_core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),  # numpy 1's name
+              *[v for k, v in vars(np.dtypes).items() if k.endswith("DType")]]
 # what torch.load(weights_only=True) may build besides tensors and plain values: numpy arrays, their dtypes, scalars
 
 
@@ -944,7 +947,8 @@ def load_checkpoint(path: str | Path, prefer: str = "latest.pt") -> dict:
             raise UserError(f"cannot read checkpoint {path}: it holds Python objects ({code[1]}), not only data; "
                             "ddpg.py loads data only") from None
         raise UserError(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("format_version"), int) or not isinstance(ckpt.get("args"), dict):
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("format_version"), int)
+            and isinstance(ckpt.get("args"), dict)):
         raise UserError(f"{path} is not a ddpg.py checkpoint")
     if ckpt["format_version"] > CHECKPOINT_FORMAT:
         raise UserError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this ddpg.py "
@@ -964,10 +968,12 @@ def from_format_1(c: dict) -> dict:
                          "n_updates": "n_updates", "n_actor_updates": "n_actor_updates"},
              "loop": {"step": "global_step", "episode": "episode", "obs": "obs", "ep_return": "ep_return",
                       "ep_length": "ep_length"},
-             "rng": {"exploration": "exploration_rng", **{k: ("rng", k) for k in ("python", "numpy", "torch", "cuda")}},
+             "rng": {"exploration": "exploration_rng",
+                     **{k: ("rng", k) for k in ("python", "numpy", "torch", "cuda")}},
              "stats": {k: k for k in ("wall_time", "learn_time", "learn_steps", "eval_returns", "wandb_id")}}
     c = {**c, "rng": {"cuda": [], **c["rng"]} if isinstance(c.get("rng"), dict) else c.get("rng")}  # CPU-only runs
-    holds = lambda key: key in c if isinstance(key, str) else isinstance(c.get(key[0]), dict) and key[1] in c[key[0]]
+    def holds(key) -> bool:  # a top-level key, or (dict, key) inside one
+        return key in c if isinstance(key, str) else isinstance(c.get(key[0]), dict) and key[1] in c[key[0]]
     get = lambda key: c[key] if isinstance(key, str) else c[key[0]][key[1]]  # noqa: E731
     out = {k: c[k] for k in ("env_id", "obs_dim", "act_dim", "args", "env_pickle", "noise", "buffer") if k in c}
     out.update({part: {k: get(old) for k, old in keys.items() if holds(old)} for part, keys in parts.items()})
@@ -985,7 +991,8 @@ def saved_settings(saved: dict, path: Path) -> dict:
     if any(name in SHAPE_FLAGS for name in lacking):
         raise UserError(f"checkpoint {path} is malformed: its settings lack "
                         f"{', '.join(n for n in lacking if n in SHAPE_FLAGS)}")
-    defaults = {n: f.default if f.default is not dataclasses.MISSING else f.default_factory() for n, f in fields.items()}
+    defaults = {n: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for n, f in fields.items()}
     if lacking:
         print(f"warning: {path.name} was written before ddpg.py had " + ", ".join(
             f"--{n.replace('_', '-')} (takes its default {defaults[n]!r})" for n in lacking), file=sys.stderr)
@@ -1673,7 +1680,8 @@ def pick_gl_backend(args: Args) -> None:
     its library is installed, before mujoco is imported. MUJOCO_GL, when set, is the user's choice."""
     if args.capture_video and not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
         import ctypes.util
-        backend = next((gl for gl, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if ctypes.util.find_library(lib)), None)
+        libraries = (("egl", "EGL"), ("osmesa", "OSMesa"))
+        backend = next((gl for gl, lib in libraries if ctypes.util.find_library(lib)), None)
         if backend and "mujoco" not in sys.modules:
             os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = backend
 
@@ -1970,7 +1978,7 @@ def run_main(argv: list[str] | None) -> tuple[int, Run | None]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2, run
-        except Exception as e:  # a bug at start-up or in --eval-only (an edited Learner, say): one line, like the loop's
+        except Exception as e:  # a bug at start-up or in --eval-only (an edited Learner, say): one line, as in the loop
             log = Path(tempfile.mkstemp(prefix="ddpg-error-", suffix=".log")[1])
             log.write_text("".join(traceback.format_exception(e)))
             print(f"error: unexpected {type(e).__name__} during {stage}: {one_line(e)} (traceback in {log})",
