@@ -35,7 +35,10 @@ def load_sweep_module():
 sweep = load_sweep_module()
 
 
-def run_sweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+# A hang guard, not a time limit on the behaviour: beside other work (pytest -n auto's own workers, its background
+# learning runs and two busy processes: 6 CPU-bound processes on 2 cores) a Ray trial of 400 steps took 287 s,
+# most of it Ray's worker and the trial's imports, and the 4-trial Ray sweep passed 300 s.
+def run_sweep(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SWEEP), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
